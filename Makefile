@@ -1,0 +1,41 @@
+# fencelock: `make run` and `make test` each work alone on a fresh Debian 12 machine.
+SHELL := /bin/bash
+MODULE := $(CURDIR)/target/release/libfencelock.so
+RUN_DIR := $(CURDIR)/.run
+# Debian packages the build and the tests need, as "command-or-file:package".
+NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc
+
+.PHONY: all deps build run test clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for need in $(NEEDS); do \
+	  what=$${need%%:*}; pkg=$${need##*:}; \
+	  if [[ $$what == /* ]]; then [[ -e $$what ]] || missing="$$missing $$pkg"; \
+	  else command -v $$what >/dev/null 2>&1 || missing="$$missing $$pkg"; fi; \
+	done; \
+	if [[ -z $$missing ]]; then exit 0; fi; \
+	if [[ $$(id -u) -ne 0 ]]; then \
+	  echo "fencelock needs:$$missing. Install them with:"; \
+	  echo "  sudo apt-get update && sudo apt-get install -y$$missing"; exit 1; \
+	fi; \
+	echo "installing:$$missing"; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing
+
+build: deps
+	cargo build --release
+
+# Foreground redis-server on 127.0.0.1:6379 with the module and the example config.
+run: deps build
+	mkdir -p $(RUN_DIR)
+	redis-server $(CURDIR)/redis.conf.example --dir $(RUN_DIR) --loadmodule $(MODULE)
+
+# Unit tests (pure logic, no Redis) and integration tests (real redis-server).
+test: deps build
+	cargo test --release
+
+clean:
+	cargo clean
+	rm -rf $(RUN_DIR)

@@ -1,0 +1,82 @@
+//! Argument parsing shared by the commands, in the redismodule-rs style:
+//! `let mut args = args.into_iter().skip(1); let key = args.next_arg()?; ... args.done()?`.
+
+use redis_module::RedisString;
+
+use crate::error::{Error, Result};
+use crate::logic::{Millis, Token, MAX_TTL_MS};
+
+/// Parses a decimal i64 the way Redis's `string2ll` does: no sign but `-`, no spaces,
+/// no leading zeros, no overflow.
+pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => bytes.len() == 1,
+        [first, ..] => *first != b'0' && digits.iter().all(u8::is_ascii_digit),
+    };
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
+}
+
+pub fn owner(arg: &RedisString) -> Result<&[u8]> {
+    match arg.as_slice() {
+        [] => Err(Error::EmptyOwner),
+        owner => Ok(owner),
+    }
+}
+
+pub fn ttl(arg: &RedisString) -> Result<Millis> {
+    parse_i64(arg.as_slice())
+        .filter(|t| (1..=MAX_TTL_MS).contains(t))
+        .ok_or(Error::BadTtl)
+}
+
+pub fn token(arg: &RedisString) -> Result<Token> {
+    parse_i64(arg.as_slice()).filter(|t| *t > 0).ok_or(Error::BadToken)
+}
+
+/// The optional `WAIT timeout` of the acquire commands: `None` without it,
+/// `Some(0)` for "without limit".
+pub fn wait_option(args: &mut impl Iterator<Item = RedisString>) -> Result<Option<Millis>> {
+    let Some(option) = args.next() else {
+        return Ok(None);
+    };
+    if !option.as_slice().eq_ignore_ascii_case(b"WAIT") {
+        return Err(Error::Syntax);
+    }
+    let timeout = args.next().ok_or(Error::Syntax)?;
+    let timeout = parse_i64(timeout.as_slice()).filter(|t| *t >= 0).ok_or(Error::BadTimeout)?;
+    if args.next().is_some() {
+        return Err(Error::Syntax);
+    }
+    Ok(Some(timeout))
+}
+
+/// The arguments after the command name, with arity checked by Redis's rules
+/// (`exact` arguments, or up to `extra` optional ones after them).
+pub fn take(args: Vec<RedisString>, exact: usize, extra: usize) -> Result<std::iter::Skip<std::vec::IntoIter<RedisString>>> {
+    let given = args.len().saturating_sub(1);
+    if given < exact || given > exact + extra {
+        return Err(Error::WrongArity);
+    }
+    Ok(args.into_iter().skip(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_i64;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-7"), Some(-7));
+        assert_eq!(parse_i64(b"1099511627776"), Some(1 << 40));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1e3", b"9223372036854775808", b"\xff"] {
+            assert_eq!(parse_i64(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Replication and AOF: every state change leaves the master as an effect that sets the
+//! exact resulting state (the chosen token, the absolute deadline), never as the request
+//! that produced it, so replicas and AOF replays reach the same state whatever their
+//! clocks say.
+//!
+//! - `FENCELOCK.MUTEX key owner token deadline holds`: the mutex is held exactly so.
+//! - `FENCELOCK.FENCE key highest issued`: the fence records exactly so.
+//! - `DEL key`: the lock is free (a free lock has no key on replicas and in the AOF).
+//!
+//! The `FENCELOCK.*` commands are internal: only a master's stream or AOF loading may
+//! run them, so no client can set a token by hand.
+
+use redis_module::{raw, Context, RedisString, RedisValue};
+
+use crate::args;
+use crate::error::{Error, Result};
+use crate::expiry;
+use crate::logic::fence::Fence;
+use crate::logic::mutex::{Holder, Mutex};
+use crate::state;
+use crate::types::{FENCE_TYPE, MUTEX_TYPE};
+
+pub const MUTEX_EFFECT: &str = "FENCELOCK.MUTEX";
+pub const FENCE_EFFECT: &str = "FENCELOCK.FENCE";
+
+/// Propagates the state a mutex key was left in.
+pub fn replicate_mutex(ctx: &Context, key: &RedisString, mutex: Option<&Mutex>) {
+    match mutex.and_then(Mutex::stored_holder) {
+        Some(h) => {
+            let (token, deadline, holds) = (h.token.to_string(), h.deadline.to_string(), h.holds.to_string());
+            ctx.replicate(
+                MUTEX_EFFECT,
+                &[key.as_slice(), &h.owner, token.as_bytes(), deadline.as_bytes(), holds.as_bytes()],
+            );
+        }
+        None => ctx.replicate("DEL", &[key.as_slice()]),
+    }
+}
+
+pub fn replicate_fence(ctx: &Context, key: &RedisString, fence: &Fence) {
+    let (highest, issued) = (fence.highest.to_string(), fence.issued.to_string());
+    ctx.replicate(FENCE_EFFECT, &[key.as_slice(), highest.as_bytes(), issued.as_bytes()]);
+}
+
+fn require_internal(ctx: &Context, cmd: &'static str) -> Result<()> {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    let allowed = raw::REDISMODULE_CTX_FLAGS_REPLICATED | raw::REDISMODULE_CTX_FLAGS_LOADING;
+    if flags & allowed == 0 {
+        return Err(Error::InternalOnly(cmd));
+    }
+    Ok(())
+}
+
+fn internal_i64(arg: &RedisString) -> Result<i64> {
+    args::parse_i64(arg.as_slice()).ok_or(Error::Syntax)
+}
+
+/// `FENCELOCK.MUTEX key owner token deadline holds`
+pub fn mutex_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    require_internal(ctx, MUTEX_EFFECT)?;
+    let mut args = args::take(args, 5, 0)?;
+    let key = args.next().ok_or(Error::WrongArity)?;
+    let owner = args::owner(&args.next().ok_or(Error::WrongArity)?)?.to_vec();
+    let token = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    let deadline = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    let holds = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    if token <= 0 || holds <= 0 {
+        return Err(Error::Syntax);
+    }
+
+    let handle = ctx.open_key_writable(&key);
+    let old = handle.get_value::<Mutex>(&MUTEX_TYPE).map_err(|_| Error::WrongType)?;
+    let old_deadline = old.as_ref().and_then(|m| m.deadline());
+    let holder = Holder { owner, token, deadline, holds: holds as u64 };
+    match old {
+        Some(m) => *m = Mutex::with_holder(holder),
+        None => handle.set_value(&MUTEX_TYPE, Mutex::with_holder(holder))?,
+    }
+    state::with(|g| g.tokens.observe(token));
+    expiry::track(ctx, &key, old_deadline, Some(deadline));
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// `FENCELOCK.FENCE key highest issued`
+pub fn fence_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    require_internal(ctx, FENCE_EFFECT)?;
+    let mut args = args::take(args, 3, 0)?;
+    let key = args.next().ok_or(Error::WrongArity)?;
+    let highest = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    let issued = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    if highest < 0 || issued < 0 || issued > highest {
+        return Err(Error::Syntax);
+    }
+    let handle = ctx.open_key_writable(&key);
+    let fence = Fence { highest, issued };
+    match handle.get_value::<Fence>(&FENCE_TYPE).map_err(|_| Error::WrongType)? {
+        Some(f) => *f = fence,
+        None => handle.set_value(&FENCE_TYPE, fence)?,
+    }
+    state::with(|g| g.tokens.observe(issued));
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}

@@ -1,0 +1,85 @@
+//! Every error a fencelock command can answer, in one place.
+
+use std::fmt;
+
+use redis_module::RedisError;
+
+use crate::logic::fence::Stale;
+use crate::logic::tokens::TokensExhausted;
+use crate::logic::MAX_TTL_MS;
+
+#[derive(Debug)]
+pub enum Error {
+    WrongArity,
+    WrongType,
+    Syntax,
+    BadTtl,
+    BadTimeout,
+    EmptyOwner,
+    BadToken,
+    Stale(Stale),
+    TokensExhausted,
+    /// An internal (effect) command sent by an ordinary client.
+    InternalOnly(&'static str),
+    /// A panic caught at the command boundary.
+    Internal(String),
+    Redis(RedisError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::WrongArity => write!(f, "ERR wrong number of arguments"),
+            Error::WrongType => {
+                write!(f, "WRONGTYPE Operation against a key holding the wrong kind of value")
+            }
+            Error::Syntax => write!(f, "ERR syntax error"),
+            Error::BadTtl => write!(f, "ERR ttl must be an integer between 1 and {MAX_TTL_MS}"),
+            Error::BadTimeout => write!(f, "ERR timeout must be a non-negative integer"),
+            Error::EmptyOwner => write!(f, "ERR owner must not be empty"),
+            Error::BadToken => write!(f, "ERR token must be a positive integer"),
+            Error::Stale(s) => write!(f, "STALE token {} is older than {}", s.token, s.highest),
+            Error::TokensExhausted => write!(f, "ERR token space exhausted for this key"),
+            Error::InternalOnly(cmd) => {
+                write!(f, "ERR {cmd} is internal: only replication and AOF loading may send it")
+            }
+            Error::Internal(what) => write!(f, "ERR fencelock internal error: {what}"),
+            Error::Redis(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<Stale> for Error {
+    fn from(s: Stale) -> Self {
+        Error::Stale(s)
+    }
+}
+
+impl From<TokensExhausted> for Error {
+    fn from(_: TokensExhausted) -> Self {
+        Error::TokensExhausted
+    }
+}
+
+impl From<RedisError> for Error {
+    fn from(e: RedisError) -> Self {
+        match e {
+            RedisError::WrongArity => Error::WrongArity,
+            RedisError::WrongType => Error::WrongType,
+            other => Error::Redis(other),
+        }
+    }
+}
+
+impl From<Error> for RedisError {
+    fn from(e: Error) -> Self {
+        match e {
+            // Redis's own text, naming the command.
+            Error::WrongArity => RedisError::WrongArity,
+            Error::Redis(e) => e,
+            other => RedisError::String(other.to_string()),
+        }
+    }
+}

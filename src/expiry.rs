@@ -1,0 +1,168 @@
+//! Server-side lease expiry: one module timer armed for the earliest deadline in the
+//! expiry index. When it fires, the master ends every lease that is due, deletes the
+//! keys of locks left free, and propagates that as effects. Replicas keep the index
+//! (they may be promoted) but never end a lease themselves: they wait for the master's
+//! effects.
+//!
+//! The index follows keys through Redis's own operations: the types' unlink hook drops
+//! entries of removed keys, keyspace notifications add entries for keys that arrive by
+//! loading, RENAME, MOVE or RESTORE, and the FLUSHDB and SWAPDB events move whole
+//! databases. An entry that falls due is always checked against the key it names, so a
+//! stale one is harmless.
+
+use std::os::raw::c_void;
+use std::time::Duration;
+
+use redis_module::{raw, Context, NotifyEvent, RedisString};
+
+use crate::effects;
+use crate::logic::deadlines::Db;
+use crate::logic::mutex::Mutex;
+use crate::logic::Millis;
+use crate::state::{self, now_ms};
+use crate::types::MUTEX_TYPE;
+
+pub fn selected_db(ctx: &Context) -> Db {
+    unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) }
+}
+
+fn select_db(ctx: &Context, db: Db) -> bool {
+    unsafe { raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, db) == raw::REDISMODULE_OK as i32) }
+}
+
+fn is_master(ctx: &Context) -> bool {
+    let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
+    flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+}
+
+/// Records that `key` (in the selected db) moved its deadline from `old` to `new`, and
+/// makes sure the timer will fire for the earliest deadline.
+pub fn track(ctx: &Context, key: &RedisString, old: Option<Millis>, new: Option<Millis>) {
+    let db = selected_db(ctx);
+    state::with(|g| g.deadlines.replace(db, key.as_slice(), old, new));
+    if new.is_some() {
+        arm(ctx);
+    }
+}
+
+/// Arms the timer for the earliest deadline, unless it already fires by then.
+pub fn arm(ctx: &Context) {
+    if !is_master(ctx) {
+        return;
+    }
+    let stale = state::with(|g| {
+        let earliest = g.deadlines.earliest()?;
+        match g.timer {
+            Some((_, at)) if at <= earliest => None,
+            _ => Some((g.timer.take(), earliest)),
+        }
+    });
+    let Some((previous, earliest)) = stale else { return };
+    if let Some((id, _)) = previous {
+        let _ = ctx.stop_timer::<()>(id);
+    }
+    let delay = (earliest - now_ms()).clamp(0, i64::MAX) as u64;
+    let id = ctx.create_timer(Duration::from_millis(delay), on_timer, ());
+    state::with(|g| g.timer = Some((id, earliest)));
+}
+
+fn on_timer(ctx: &Context, _: ()) {
+    state::with(|g| g.timer = None);
+    if !is_master(ctx) {
+        return;
+    }
+    let now = now_ms();
+    let due = state::with(|g| g.deadlines.take_due(now));
+    for (db, key) in due {
+        if select_db(ctx, db) {
+            end_due_lease(ctx, &ctx.create_string(key), now);
+        }
+    }
+    arm(ctx);
+}
+
+/// Ends the lease of `key` if it is over, and leaves no key behind for a free lock.
+fn end_due_lease(ctx: &Context, key: &RedisString, now: Millis) {
+    let handle = ctx.open_key_writable(key);
+    let Ok(Some(mutex)) = handle.get_value::<Mutex>(&MUTEX_TYPE) else { return };
+    let ended = mutex.end_if_over(now);
+    match mutex.deadline() {
+        // Still held (extended): keep it tracked; its entry may have been a stale one.
+        Some(deadline) => {
+            let db = selected_db(ctx);
+            state::with(|g| g.deadlines.insert(deadline, db, key.as_slice()));
+        }
+        None => {
+            let _ = handle.delete();
+            if ended {
+                effects::replicate_mutex(ctx, key, None);
+            } else {
+                // A free lock loaded from a snapshot: not a state change to replicate
+                // beyond the deletion itself.
+                ctx.replicate("DEL", &[key.as_slice()]);
+            }
+        }
+    }
+}
+
+/// Keyspace notifications: keys that arrive under a name the index does not know yet.
+pub fn on_keyspace_event(ctx: &Context, _event_type: NotifyEvent, event: &str, key: &[u8]) {
+    if !matches!(event, "loaded" | "rename_to" | "move_to" | "restore") {
+        return;
+    }
+    let name = ctx.create_string(key);
+    let handle = ctx.open_key(&name);
+    let Ok(Some(mutex)) = handle.get_value::<Mutex>(&MUTEX_TYPE) else { return };
+    // A free lock stored by a snapshot is given deadline 0, so the timer deletes it.
+    let deadline = mutex.deadline().unwrap_or(0);
+    let db = selected_db(ctx);
+    state::with(|g| g.deadlines.insert(deadline, db, key));
+    arm(ctx);
+}
+
+// ---- server events -------------------------------------------------------------
+
+unsafe extern "C" fn on_role_changed(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, _data: *mut c_void) {
+    // A promoted replica starts ending the leases it learnt of; a demoted master stops.
+    let ctx = Context::new(ctx);
+    let armed = state::with(|g| g.timer.take());
+    if let Some((id, _)) = armed {
+        let _ = ctx.stop_timer::<()>(id);
+    }
+    arm(&ctx);
+}
+
+unsafe extern "C" fn on_flushdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START as u64 {
+        return;
+    }
+    let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else { return };
+    let db = (info.dbnum >= 0).then_some(info.dbnum);
+    state::with(|g| g.deadlines.clear(db));
+}
+
+unsafe extern "C" fn on_swapdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, data: *mut c_void) {
+    let Some(info) = data.cast::<raw::RedisModuleSwapDbInfo>().as_ref() else { return };
+    state::with(|g| g.deadlines.swap_dbs(info.dbnum_first, info.dbnum_second));
+}
+
+unsafe extern "C" fn on_loading(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
+    if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64 {
+        arm(&Context::new(ctx));
+    }
+}
+
+pub fn subscribe_server_events(ctx: &Context) -> bool {
+    type Callback = unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
+    let events: [(u64, Callback); 4] = [
+        (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role_changed),
+        (raw::REDISMODULE_EVENT_FLUSHDB, on_flushdb),
+        (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),
+        (raw::REDISMODULE_EVENT_LOADING, on_loading),
+    ];
+    let Some(subscribe) = (unsafe { raw::RedisModule_SubscribeToServerEvent }) else { return false };
+    events.into_iter().all(|(id, callback)| {
+        let event = raw::RedisModuleEvent { id, dataver: 1 };
+        unsafe { subscribe(ctx.ctx, event, Some(callback)) == raw::REDISMODULE_OK as i32 }
+    })
+}

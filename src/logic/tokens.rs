@@ -1,0 +1,135 @@
+//! The token clock: where every fencing token comes from.
+//!
+//! A token is `max(floor + 1, wall_ms << 16)`, where `floor` is the highest token this
+//! server has issued or learnt of (from its RDB, its AOF, or its master's stream).
+//!
+//! - The floor alone keeps tokens from ever repeating or going back while the process
+//!   lives, across every key, so a lock deleted (`DEL`, `FLUSHALL`, release) and taken
+//!   again under the same name still gets a larger token.
+//! - The floor is persisted (RDB aux data, and every stored token raises it on load), so
+//!   a restart continues above it.
+//! - The wall-clock part is what a plain counter lacks: a replica that missed its
+//!   master's last grants and is promoted later than those grants (by more than the
+//!   clock skew) issues `now << 16`, which is above anything the old master issued,
+//!   because one server never issues 65,536 tokens within a millisecond.
+
+use super::{Millis, Token};
+
+/// The token space is exhausted: the next token would not fit in an i64. Only reachable
+/// when a client recorded a token near `i64::MAX` with `FENCE.CHECK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokensExhausted;
+
+#[derive(Debug, Default, Clone)]
+pub struct TokenClock {
+    floor: Token,
+}
+
+/// The wall-clock part of a token; clamped so that the shift cannot overflow.
+fn wall_part(now: Millis) -> Token {
+    now.clamp(0, i64::MAX >> 16) << 16
+}
+
+impl TokenClock {
+    /// The highest token issued or observed so far (0 when none).
+    pub fn floor(&self) -> Token {
+        self.floor
+    }
+
+    /// Learn of a token issued elsewhere (loaded, replicated): later tokens exceed it.
+    pub fn observe(&mut self, token: Token) {
+        self.floor = self.floor.max(token);
+    }
+
+    /// A fresh token, greater than every token issued or observed so far and greater
+    /// than `above` (a key's own highest token, which may come from a client).
+    pub fn issue(&mut self, now: Millis, above: Token) -> Result<Token, TokensExhausted> {
+        let next = self.floor.max(above).checked_add(1).ok_or(TokensExhausted)?;
+        let token = next.max(wall_part(now));
+        self.floor = token;
+        Ok(token)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Millis = 1_790_000_000_000;
+
+    #[test]
+    fn tokens_strictly_increase_within_one_millisecond() {
+        let mut clock = TokenClock::default();
+        let a = clock.issue(NOW, 0).unwrap();
+        let b = clock.issue(NOW, 0).unwrap();
+        let c = clock.issue(NOW, 0).unwrap();
+        assert_eq!(a, NOW << 16);
+        assert_eq!((b, c), (a + 1, a + 2));
+    }
+
+    #[test]
+    fn tokens_follow_the_wall_clock_forward() {
+        let mut clock = TokenClock::default();
+        let a = clock.issue(NOW, 0).unwrap();
+        let b = clock.issue(NOW + 5, 0).unwrap();
+        assert_eq!(b, (NOW + 5) << 16);
+        assert!(b > a);
+    }
+
+    #[test]
+    fn a_wall_clock_step_back_never_moves_tokens_back() {
+        let mut clock = TokenClock::default();
+        let a = clock.issue(NOW, 0).unwrap();
+        let b = clock.issue(NOW - 60_000, 0).unwrap();
+        assert_eq!(b, a + 1);
+    }
+
+    #[test]
+    fn an_observed_token_raises_the_floor() {
+        // A restart or a replica learns of tokens issued by another clock, possibly
+        // one running ahead of ours.
+        let mut clock = TokenClock::default();
+        clock.observe((NOW + 10_000) << 16);
+        assert_eq!(clock.issue(NOW, 0).unwrap(), ((NOW + 10_000) << 16) + 1);
+        clock.observe(5);
+        assert_eq!(clock.floor(), ((NOW + 10_000) << 16) + 1);
+    }
+
+    #[test]
+    fn a_promoted_replica_that_missed_grants_issues_larger_tokens() {
+        // The old master issued grants the replica never saw; the promotion happens
+        // later than those grants, so the wall part alone carries the replica above.
+        let mut master = TokenClock::default();
+        let mut replica = TokenClock::default();
+        let seen = master.issue(NOW, 0).unwrap();
+        replica.observe(seen);
+        let mut missed = 0;
+        for _ in 0..1000 {
+            missed = master.issue(NOW + 1, 0).unwrap();
+        }
+        let after_promotion = replica.issue(NOW + 2, 0).unwrap();
+        assert!(after_promotion > missed);
+    }
+
+    #[test]
+    fn a_key_above_the_floor_is_respected() {
+        let mut clock = TokenClock::default();
+        let huge = (NOW + 1_000_000) << 16;
+        assert_eq!(clock.issue(NOW, huge).unwrap(), huge + 1);
+        assert!(clock.issue(NOW, 0).unwrap() > huge + 1);
+    }
+
+    #[test]
+    fn the_end_of_the_token_space_is_an_error_not_a_wrap() {
+        let mut clock = TokenClock::default();
+        assert_eq!(clock.issue(NOW, i64::MAX), Err(TokensExhausted));
+        assert_eq!(clock.issue(NOW, i64::MAX - 1).unwrap(), i64::MAX);
+        assert_eq!(clock.issue(NOW, 0), Err(TokensExhausted));
+    }
+
+    #[test]
+    fn a_clock_before_the_epoch_still_issues_positive_tokens() {
+        let mut clock = TokenClock::default();
+        assert_eq!(clock.issue(-5, 0).unwrap(), 1);
+    }
+}
