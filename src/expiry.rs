@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
-use crate::effects;
+use crate::blocking;
+use crate::lock;
 use crate::logic::deadlines::Db;
 use crate::logic::mutex::Mutex;
 use crate::logic::Millis;
@@ -75,40 +76,20 @@ fn on_timer(ctx: &Context, _: ()) {
     let due = state::with(|g| g.deadlines.take_due(now));
     for (db, key) in due {
         if select_db(ctx, db) {
-            end_due_lease(ctx, &ctx.create_string(key), now);
+            lock::settle(ctx, &ctx.create_string(key), now);
         }
     }
     arm(ctx);
 }
 
-/// Ends the lease of `key` if it is over, and leaves no key behind for a free lock.
-fn end_due_lease(ctx: &Context, key: &RedisString, now: Millis) {
-    let handle = ctx.open_key_writable(key);
-    let Ok(Some(mutex)) = handle.get_value::<Mutex>(&MUTEX_TYPE) else { return };
-    let ended = mutex.end_if_over(now);
-    match mutex.deadline() {
-        // Still held (extended): keep it tracked; its entry may have been a stale one.
-        Some(deadline) => {
-            let db = selected_db(ctx);
-            state::with(|g| g.deadlines.insert(deadline, db, key.as_slice()));
-        }
-        None => {
-            let _ = handle.delete();
-            if ended {
-                effects::replicate_mutex(ctx, key, None);
-            } else {
-                // A free lock loaded from a snapshot: not a state change to replicate
-                // beyond the deletion itself.
-                ctx.replicate("DEL", &[key.as_slice()]);
-            }
-        }
-    }
-}
-
 /// Keyspace notifications: keys that arrive under a name the index does not know yet.
 pub fn on_keyspace_event(ctx: &Context, _event_type: NotifyEvent, event: &str, key: &[u8]) {
-    if !matches!(event, "loaded" | "rename_to" | "move_to" | "restore") {
-        return;
+    match event {
+        "loaded" | "rename_to" | "move_to" | "restore" => {}
+        "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
+            return blocking::on_key_removed(ctx, key);
+        }
+        _ => return,
     }
     let name = ctx.create_string(key);
     let handle = ctx.open_key(&name);
@@ -139,6 +120,7 @@ unsafe extern "C" fn on_flushdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisMo
     let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else { return };
     let db = (info.dbnum >= 0).then_some(info.dbnum);
     state::with(|g| g.deadlines.clear(db));
+    blocking::on_flush(db);
 }
 
 unsafe extern "C" fn on_swapdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, _sub: u64, data: *mut c_void) {
@@ -152,9 +134,16 @@ unsafe extern "C" fn on_loading(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisMod
     }
 }
 
+unsafe extern "C" fn on_event_loop(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
+    if sub == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
+        blocking::settle_noted(&Context::new(ctx));
+    }
+}
+
 pub fn subscribe_server_events(ctx: &Context) -> bool {
     type Callback = unsafe extern "C" fn(*mut raw::RedisModuleCtx, raw::RedisModuleEvent, u64, *mut c_void);
-    let events: [(u64, Callback); 4] = [
+    let events: [(u64, Callback); 5] = [
+        (raw::REDISMODULE_EVENT_EVENTLOOP, on_event_loop),
         (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, on_role_changed),
         (raw::REDISMODULE_EVENT_FLUSHDB, on_flushdb),
         (raw::REDISMODULE_EVENT_SWAPDB, on_swapdb),

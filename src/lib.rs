@@ -5,6 +5,7 @@
 //! persistence (`types`), replication effects (`effects`), and lease expiry (`expiry`).
 
 mod args;
+mod blocking;
 mod effects;
 mod error;
 mod expiry;

@@ -2,31 +2,30 @@
 
 use std::collections::BTreeMap;
 
+use redis_module::key::RedisKeyWritable;
 use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
 
 use crate::args;
+use crate::blocking::{self, WaitFor};
 use crate::effects;
 use crate::error::{Error, Result};
-use crate::expiry;
+use crate::expiry::{self, selected_db};
 use crate::logic::mutex::{Acquire, Mutex, Release};
-use crate::logic::Millis;
+use crate::logic::waiters::WaiterId;
+use crate::logic::{Millis, Token};
 use crate::state::{self, now_ms};
 use crate::types::MUTEX_TYPE;
 
-/// Runs `op` on the mutex at `key` (a free one when the key is absent), then settles
-/// the key: a held lock is stored and propagated as its exact state, a free one leaves
-/// no key and propagates `DEL`. Nothing is written or propagated when `op` changed
-/// nothing.
+/// Runs `op` on the mutex at `key` (a free one when the key is absent), then stores,
+/// propagates and tracks whatever changed. Nothing is written or propagated when `op`
+/// changed nothing.
 fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Mutex, Millis) -> Result<R>) -> Result<R> {
     let now = now_ms();
     let handle = ctx.open_key_writable(key);
     let stored = handle.get_value::<Mutex>(&MUTEX_TYPE).map_err(|_| Error::WrongType)?;
     let existed = stored.is_some();
     let mut fresh = Mutex::default();
-    let mutex = match stored {
-        Some(m) => m,
-        None => &mut fresh,
-    };
+    let mutex = stored.unwrap_or(&mut fresh);
     let before = mutex.clone();
     let result = op(mutex, now)?;
     if *mutex == before {
@@ -40,12 +39,63 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Mutex, Milli
         }
     } else {
         effects::replicate_mutex(ctx, key, None);
-        if existed {
-            handle.delete()?;
-        }
+        leave_free(ctx, &handle, key, existed)?;
     }
     expiry::track(ctx, key, old_deadline, new_deadline);
     Ok(result)
+}
+
+/// A free lock keeps its key only while clients wait on it (Redis 7.0 retries blocked
+/// clients only on existing keys), and then the first waiter is served at once.
+/// Returns true when it deleted the key.
+fn leave_free(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
+    if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
+        if !existed {
+            handle.set_value(&MUTEX_TYPE, Mutex::default())?;
+        }
+        blocking::signal_ready(ctx, key);
+        Ok(false)
+    } else if existed {
+        handle.delete()?;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
+/// Brings a key up to date outside of any command (expiry timer, before-sleep): ends an
+/// over lease, revives the key of a lock that clients wait on, removes the key of a
+/// free lock nobody waits for.
+pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
+    let handle = ctx.open_key_writable(key);
+    let Ok(stored) = handle.get_value::<Mutex>(&MUTEX_TYPE) else {
+        // Another type took the name: signalled waiters answer WRONGTYPE and leave.
+        if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
+            blocking::signal_ready(ctx, key);
+        }
+        return;
+    };
+    let existed = stored.is_some();
+    let mut ended = false;
+    if let Some(mutex) = stored {
+        let deadline = mutex.deadline();
+        ended = mutex.end_if_over(now);
+        if ended {
+            effects::replicate_mutex(ctx, key, None);
+        }
+        if mutex.stored_holder().is_some() {
+            // Still held: make sure its deadline is tracked (an entry may have been stale).
+            expiry::track(ctx, key, None, mutex.deadline());
+            return;
+        }
+        expiry::track(ctx, key, deadline, None);
+    }
+    // A free key from a snapshot had no DEL propagated yet; one that just ended did.
+    if let Ok(true) = leave_free(ctx, &handle, key, existed) {
+        if !ended {
+            effects::replicate_mutex(ctx, key, None);
+        }
+    }
 }
 
 /// `LOCK.ACQUIRE key owner ttl [WAIT timeout]`
@@ -55,16 +105,33 @@ pub fn acquire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let owner_arg = args.next_arg()?;
     let owner = args::owner(&owner_arg)?;
     let ttl = args::ttl(&args.next_arg()?)?;
-    // Blocking arrives with the waiter queue; until then WAIT is validated and the
-    // acquire is a single try, as the contract has it inside MULTI and scripts.
-    let _wait = args::wait_option(&mut args)?;
+    let wait = args::wait_option(&mut args)?;
 
+    let db = selected_db(ctx);
     let outcome = update(ctx, &key, |m, now| {
-        state::with(|g| m.acquire(owner, ttl, now, &mut g.tokens, false)).map_err(Error::from)
+        let others_first = blocking::others_first(db, key.as_slice(), None);
+        state::with(|g| m.acquire(owner, ttl, now, &mut g.tokens, others_first)).map_err(Error::from)
+    })?;
+    match (outcome, wait) {
+        (Acquire::Granted(token) | Acquire::Reentered(token), _) => Ok(RedisValue::Integer(token)),
+        (Acquire::Busy, Some(timeout)) if blocking::can_block(ctx) => {
+            blocking::block(ctx, &key, owner, ttl, timeout, WaitFor::Mutex)
+        }
+        (Acquire::Busy, _) => Ok(RedisValue::Null),
+    }
+}
+
+/// The acquire of a blocked waiter, retried when its key is signalled: `None` while
+/// the lock is not free for it.
+pub fn acquire_as_waiter(ctx: &Context, key: &RedisString, owner: &[u8], ttl: Millis, waiter: WaiterId) -> Result<Option<Token>> {
+    let db = selected_db(ctx);
+    let outcome = update(ctx, key, |m, now| {
+        let others_first = blocking::others_first(db, key.as_slice(), Some(waiter));
+        state::with(|g| m.acquire(owner, ttl, now, &mut g.tokens, others_first)).map_err(Error::from)
     })?;
     Ok(match outcome {
-        Acquire::Granted(token) | Acquire::Reentered(token) => RedisValue::Integer(token),
-        Acquire::Busy => RedisValue::Null,
+        Acquire::Granted(token) | Acquire::Reentered(token) => Some(token),
+        Acquire::Busy => None,
     })
 }
 
@@ -97,7 +164,7 @@ pub fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let handle = ctx.open_key(&key);
     let stored = handle.get_value::<Mutex>(&MUTEX_TYPE).map_err(|_| Error::WrongType)?;
     let now = now_ms();
-    let waiters = 0;
+    let waiters = blocking::count(selected_db(ctx), key.as_slice()) as i64;
     let holder = stored.and_then(|m| m.holder(now));
     if holder.is_none() && waiters == 0 {
         return Ok(RedisValue::Null);

@@ -1,4 +1,4 @@
-//! Module-global state: the token clock and the expiry index.
+//! Module-global state: the token clock, the expiry index and the waiter queues.
 //!
 //! Only the main thread touches it (commands, timers, type callbacks that Redis calls on
 //! the main thread); the mutex makes that safe to state rather than to assume, and is
@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use redis_module::RedisModuleTimerID;
 
+use crate::blocking::Waiters;
 use crate::logic::deadlines::Deadlines;
 use crate::logic::tokens::TokenClock;
 use crate::logic::Millis;
@@ -18,6 +19,7 @@ pub struct Globals {
     pub deadlines: Deadlines,
     /// The one expiry timer, and the deadline it is armed for.
     pub timer: Option<(RedisModuleTimerID, Millis)>,
+    pub waiters: Waiters,
 }
 
 static GLOBALS: Mutex<Option<Globals>> = Mutex::new(None);
@@ -30,6 +32,7 @@ pub fn with<R>(f: impl FnOnce(&mut Globals) -> R) -> R {
         tokens: TokenClock::default(),
         deadlines: Deadlines::default(),
         timer: None,
+        waiters: Waiters::default(),
     });
     f(globals)
 }

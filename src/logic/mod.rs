@@ -8,6 +8,7 @@ pub mod deadlines;
 pub mod fence;
 pub mod mutex;
 pub mod tokens;
+pub mod waiters;
 
 /// Milliseconds since the Unix epoch, on the server's wall clock.
 pub type Millis = i64;
