@@ -23,6 +23,9 @@ use crate::logic::Millis;
 use crate::state::{self, now_ms};
 use crate::types::MUTEX_TYPE;
 
+/// How many due keys one timer firing settles before yielding to the event loop.
+const EXPIRY_BATCH: usize = 1000;
+
 pub fn selected_db(ctx: &Context) -> Db {
     unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) }
 }
@@ -73,7 +76,9 @@ fn on_timer(ctx: &Context, _: ()) {
         return;
     }
     let now = now_ms();
-    let due = state::with(|g| g.deadlines.take_due(now));
+    // A bounded batch per firing keeps the server responsive when a million leases end
+    // in the same second; the timer re-arms at once for the rest.
+    let due = state::with(|g| g.deadlines.take_due(now, EXPIRY_BATCH));
     for (db, key) in due {
         if select_db(ctx, db) {
             lock::settle(ctx, &ctx.create_string(key), now);

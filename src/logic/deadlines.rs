@@ -43,10 +43,11 @@ impl Deadlines {
         self.entries.first().map(|(d, _, _)| *d)
     }
 
-    /// Removes and returns the keys whose deadline is at or before `now`, earliest first.
-    pub fn take_due(&mut self, now: Millis) -> Vec<(Db, Box<[u8]>)> {
+    /// Removes and returns up to `limit` keys whose deadline is at or before `now`,
+    /// earliest first.
+    pub fn take_due(&mut self, now: Millis, limit: usize) -> Vec<(Db, Box<[u8]>)> {
         let mut due = Vec::new();
-        while self.entries.first().is_some_and(|(d, _, _)| *d <= now) {
+        while due.len() < limit && self.entries.first().is_some_and(|(d, _, _)| *d <= now) {
             let (_, db, key) = self.entries.pop_first().expect("checked non-empty");
             due.push((db, key));
         }
@@ -86,10 +87,21 @@ mod tests {
         d.insert(10, 0, b"a");
         d.insert(20, 1, b"b");
         assert_eq!(d.earliest(), Some(10));
-        assert!(d.take_due(9).is_empty());
-        let due = d.take_due(20);
+        assert!(d.take_due(9, 10).is_empty());
+        let due = d.take_due(20, 10);
         assert_eq!(due, vec![(0, b"a"[..].into()), (1, b"b"[..].into())]);
         assert_eq!(d.earliest(), Some(30));
+    }
+
+    #[test]
+    fn take_due_stops_at_its_limit_and_leaves_the_rest_due() {
+        let mut d = Deadlines::default();
+        for (i, key) in [b"a", b"b", b"c"].iter().enumerate() {
+            d.insert(i as Millis, 0, *key);
+        }
+        assert_eq!(d.take_due(5, 2).len(), 2);
+        assert_eq!(d.earliest(), Some(2));
+        assert_eq!(d.take_due(5, 2), vec![(0, b"c"[..].into())]);
     }
 
     #[test]
@@ -111,7 +123,7 @@ mod tests {
         d.insert(20, 1, b"b");
         d.insert(30, 2, b"c");
         d.swap_dbs(0, 1);
-        assert_eq!(d.take_due(10), vec![(1, b"a"[..].into())]);
+        assert_eq!(d.take_due(10, 10), vec![(1, b"a"[..].into())]);
         d.clear(Some(0));
         assert_eq!(d.len(), 1);
         d.clear(None);
