@@ -23,8 +23,9 @@ use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::error::{Error, Result};
 use crate::expiry::selected_db;
-use crate::lock;
+use crate::{expiry, lock, rwlock};
 use crate::logic::deadlines::Db;
+use crate::logic::rwlock::Mode;
 use crate::logic::waiters::{WaitQueue, WaiterId};
 use crate::logic::Millis;
 use crate::state;
@@ -33,6 +34,7 @@ use crate::state;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitFor {
     Mutex,
+    Rw(Mode),
 }
 
 #[derive(Default)]
@@ -66,6 +68,13 @@ struct Ticket {
     key: Box<[u8]>,
     owner: Vec<u8>,
     ttl: Millis,
+    what: WaitFor,
+}
+
+/// What the first waiter on a key waits for: tells which kind of lock a deleted key
+/// must come back as.
+pub fn front(db: Db, key: &[u8]) -> Option<WaitFor> {
+    state::with(|g| g.waiters.queue(db, key).and_then(|q| q.front().map(|(_, what)| *what)))
 }
 
 pub fn count(db: Db, key: &[u8]) -> usize {
@@ -101,8 +110,8 @@ fn note(db: Db, key: &[u8]) {
     state::with(|g| g.waiters.attention.push((db, key.into())));
 }
 
-/// Blocks the calling client until it is granted the mutex at `key` or `timeout` ms
-/// pass (0: no limit). The reply comes later, from a callback.
+/// Blocks the calling client until it is granted what it waits for at `key`, or
+/// `timeout` ms pass (0: no limit). The reply comes later, from a callback.
 pub fn block(ctx: &Context, key: &RedisString, owner: &[u8], ttl: Millis, timeout: Millis, what: WaitFor) -> Result<RedisValue> {
     let db = selected_db(ctx);
     let id = state::with(|g| {
@@ -111,7 +120,7 @@ pub fn block(ctx: &Context, key: &RedisString, owner: &[u8], ttl: Millis, timeou
         g.waiters.queues.entry((db, key.as_slice().into())).or_default().push(id, what);
         id
     });
-    let ticket = Box::new(Ticket { id, db, key: key.as_slice().into(), owner: owner.to_vec(), ttl });
+    let ticket = Box::new(Ticket { id, db, key: key.as_slice().into(), owner: owner.to_vec(), ttl, what });
     let mut keys = [key.inner];
     unsafe {
         let (Some(block_on_keys), Some(on_disconnect)) =
@@ -157,7 +166,10 @@ unsafe extern "C" fn on_ready(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut ra
     let ctx = Context::new(ctx);
     let key = ctx.create_string(&*ticket.key);
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        lock::acquire_as_waiter(&ctx, &key, &ticket.owner, ticket.ttl, ticket.id)
+        match ticket.what {
+            WaitFor::Mutex => lock::acquire_as_waiter(&ctx, &key, &ticket.owner, ticket.ttl, ticket.id),
+            WaitFor::Rw(mode) => rwlock::acquire_as_waiter(&ctx, &key, &ticket.owner, ticket.ttl, mode, ticket.id),
+        }
     }));
     let reply = match served {
         Ok(Ok(Some(token))) => Ok(RedisValue::Integer(token)),
@@ -225,7 +237,7 @@ pub fn settle_noted(ctx: &Context) {
     let home = selected_db(ctx);
     for (db, key) in noted {
         if unsafe { raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, db) == raw::REDISMODULE_OK as i32) } {
-            lock::settle(ctx, &ctx.create_string(&*key), now);
+            expiry::settle(ctx, &ctx.create_string(&*key), now);
         }
     }
     unsafe {

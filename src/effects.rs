@@ -5,6 +5,9 @@
 //!
 //! - `FENCELOCK.MUTEX key owner token deadline holds`: the mutex is held exactly so.
 //! - `FENCELOCK.FENCE key highest issued`: the fence records exactly so.
+//! - `FENCELOCK.RWHOLD key mode owner token deadline holds`: one hold of a read-write
+//!   lock is exactly so (only the holds that changed are sent, however many readers).
+//! - `FENCELOCK.RWDROP key mode owner`: that hold is gone; the key goes with the last one.
 //! - `DEL key`: the lock is free (a free lock has no key on replicas and in the AOF).
 //!
 //! The `FENCELOCK.*` commands are internal: only a master's stream or AOF loading may
@@ -17,11 +20,14 @@ use crate::error::{Error, Result};
 use crate::expiry;
 use crate::logic::fence::Fence;
 use crate::logic::mutex::{Holder, Mutex};
+use crate::logic::rwlock::{Hold, HolderKey, Mode, RwLock};
 use crate::state;
-use crate::types::{FENCE_TYPE, MUTEX_TYPE};
+use crate::types::{FENCE_TYPE, MUTEX_TYPE, RWLOCK_TYPE};
 
 pub const MUTEX_EFFECT: &str = "FENCELOCK.MUTEX";
 pub const FENCE_EFFECT: &str = "FENCELOCK.FENCE";
+pub const RW_HOLD_EFFECT: &str = "FENCELOCK.RWHOLD";
+pub const RW_DROP_EFFECT: &str = "FENCELOCK.RWDROP";
 
 /// Propagates the state a mutex key was left in.
 pub fn replicate_mutex(ctx: &Context, key: &RedisString, mutex: Option<&Mutex>) {
@@ -40,6 +46,22 @@ pub fn replicate_mutex(ctx: &Context, key: &RedisString, mutex: Option<&Mutex>) 
 pub fn replicate_fence(ctx: &Context, key: &RedisString, fence: &Fence) {
     let (highest, issued) = (fence.highest.to_string(), fence.issued.to_string());
     ctx.replicate(FENCE_EFFECT, &[key.as_slice(), highest.as_bytes(), issued.as_bytes()]);
+}
+
+/// Propagates the holds of a read-write lock that `changes` names, as they now are.
+pub fn replicate_rw_changes(ctx: &Context, key: &RedisString, lock: &RwLock, changes: &[HolderKey]) {
+    for (mode, owner) in changes {
+        match lock.get(*mode, owner) {
+            Some(h) => {
+                let (token, deadline, holds) = (h.token.to_string(), h.deadline.to_string(), h.holds.to_string());
+                ctx.replicate(
+                    RW_HOLD_EFFECT,
+                    &[key.as_slice(), mode.name().as_bytes(), owner, token.as_bytes(), deadline.as_bytes(), holds.as_bytes()],
+                );
+            }
+            None => ctx.replicate(RW_DROP_EFFECT, &[key.as_slice(), mode.name().as_bytes(), owner]),
+        }
+    }
 }
 
 fn require_internal(ctx: &Context, cmd: &'static str) -> Result<()> {
@@ -99,6 +121,70 @@ pub fn fence_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue>
         None => handle.set_value(&FENCE_TYPE, fence)?,
     }
     state::with(|g| g.tokens.observe(issued));
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+fn internal_mode(arg: &RedisString) -> Result<Mode> {
+    Mode::parse(arg.as_slice()).ok_or(Error::Syntax)
+}
+
+/// `FENCELOCK.RWHOLD key mode owner token deadline holds`
+pub fn rw_hold_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    require_internal(ctx, RW_HOLD_EFFECT)?;
+    let mut args = args::take(args, 6, 0)?;
+    let key = args.next().ok_or(Error::WrongArity)?;
+    let mode = internal_mode(&args.next().ok_or(Error::WrongArity)?)?;
+    let owner = args::owner(&args.next().ok_or(Error::WrongArity)?)?.to_vec();
+    let token = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    let deadline = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    let holds = internal_i64(&args.next().ok_or(Error::WrongArity)?)?;
+    if token <= 0 || holds <= 0 {
+        return Err(Error::Syntax);
+    }
+    let handle = ctx.open_key_writable(&key);
+    let stored = handle.get_value::<RwLock>(&RWLOCK_TYPE).map_err(|_| Error::WrongType)?;
+    let old_earliest = stored.as_ref().and_then(|l| l.earliest_deadline());
+    let hold = Some(Hold { token, deadline, holds: holds as u64 });
+    let new_earliest = match stored {
+        Some(lock) => {
+            lock.set(mode, &owner, hold);
+            lock.take_changes();
+            lock.earliest_deadline()
+        }
+        None => {
+            let mut lock = RwLock::default();
+            lock.set(mode, &owner, hold);
+            lock.take_changes();
+            let earliest = lock.earliest_deadline();
+            handle.set_value(&RWLOCK_TYPE, lock)?;
+            earliest
+        }
+    };
+    state::with(|g| g.tokens.observe(token));
+    expiry::track(ctx, &key, old_earliest, new_earliest);
+    ctx.replicate_verbatim();
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// `FENCELOCK.RWDROP key mode owner`
+pub fn rw_drop_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    require_internal(ctx, RW_DROP_EFFECT)?;
+    let mut args = args::take(args, 3, 0)?;
+    let key = args.next().ok_or(Error::WrongArity)?;
+    let mode = internal_mode(&args.next().ok_or(Error::WrongArity)?)?;
+    let owner = args.next().ok_or(Error::WrongArity)?;
+    let handle = ctx.open_key_writable(&key);
+    if let Some(lock) = handle.get_value::<RwLock>(&RWLOCK_TYPE).map_err(|_| Error::WrongType)? {
+        let old_earliest = lock.earliest_deadline();
+        lock.set(mode, owner.as_slice(), None);
+        lock.take_changes();
+        let new_earliest = lock.earliest_deadline();
+        if lock.is_empty() {
+            handle.delete()?;
+        }
+        expiry::track(ctx, &key, old_earliest, new_earliest);
+    }
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }

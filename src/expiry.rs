@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
-use crate::blocking;
-use crate::lock;
+use crate::blocking::{self, WaitFor};
 use crate::logic::deadlines::Db;
 use crate::logic::mutex::Mutex;
+use crate::logic::rwlock::RwLock;
+use crate::types::{kind_of, Kind, RWLOCK_TYPE};
+use crate::{lock, rwlock};
 use crate::logic::Millis;
 use crate::state::{self, now_ms};
 use crate::types::MUTEX_TYPE;
@@ -81,10 +83,24 @@ fn on_timer(ctx: &Context, _: ()) {
     let due = state::with(|g| g.deadlines.take_due(now, EXPIRY_BATCH));
     for (db, key) in due {
         if select_db(ctx, db) {
-            lock::settle(ctx, &ctx.create_string(key), now);
+            settle(ctx, &ctx.create_string(key), now);
         }
     }
     arm(ctx);
+}
+
+/// Brings a lock key up to date: ends leases that are over, deletes the key of a free
+/// lock nobody waits for, and brings back (free) the key of one that clients wait on.
+pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
+    let kind = kind_of(&ctx.open_key(key));
+    let db = selected_db(ctx);
+    match (kind, blocking::front(db, key.as_slice())) {
+        (Kind::Mutex, _) | (Kind::Missing, Some(WaitFor::Mutex)) => lock::settle(ctx, key, now),
+        (Kind::RwLock, _) | (Kind::Missing, Some(WaitFor::Rw(_))) => rwlock::settle(ctx, key, now),
+        // Another type took the name: signalled waiters answer WRONGTYPE and leave.
+        (Kind::Fence | Kind::Other, Some(_)) => blocking::signal_ready(ctx, key),
+        _ => {}
+    }
 }
 
 /// Keyspace notifications: keys that arrive under a name the index does not know yet.
@@ -98,9 +114,13 @@ pub fn on_keyspace_event(ctx: &Context, _event_type: NotifyEvent, event: &str, k
     }
     let name = ctx.create_string(key);
     let handle = ctx.open_key(&name);
-    let Ok(Some(mutex)) = handle.get_value::<Mutex>(&MUTEX_TYPE) else { return };
     // A free lock stored by a snapshot is given deadline 0, so the timer deletes it.
-    let deadline = mutex.deadline().unwrap_or(0);
+    let deadline = match kind_of(&handle) {
+        Kind::Mutex => handle.get_value::<Mutex>(&MUTEX_TYPE).ok().flatten().and_then(|m| m.deadline()),
+        Kind::RwLock => handle.get_value::<RwLock>(&RWLOCK_TYPE).ok().flatten().and_then(|l| l.earliest_deadline()),
+        _ => return,
+    }
+    .unwrap_or(0);
     let db = selected_db(ctx);
     state::with(|g| g.deadlines.insert(deadline, db, key));
     arm(ctx);

@@ -11,6 +11,7 @@ mod error;
 mod expiry;
 mod fence;
 mod lock;
+mod rwlock;
 pub mod logic;
 mod state;
 mod types;
@@ -20,7 +21,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use redis_module::{raw, redis_module, Context, RedisResult, RedisString, Status};
 
 use crate::error::Error;
-use crate::types::{FENCE_TYPE, MUTEX_TYPE};
+use crate::types::{FENCE_TYPE, MUTEX_TYPE, RWLOCK_TYPE};
 
 /// Runs a command handler so that a panic answers an error instead of taking the
 /// server down with it.
@@ -53,11 +54,19 @@ guarded_commands! {
     lock_release => lock::release,
     lock_extend => lock::extend,
     lock_info => lock::info,
+    rwlock_rlock => rwlock::rlock,
+    rwlock_wlock => rwlock::wlock,
+    rwlock_runlock => rwlock::runlock,
+    rwlock_wunlock => rwlock::wunlock,
+    rwlock_extend => rwlock::extend,
+    rwlock_info => rwlock::info,
     fence_next => fence::next,
     fence_check => fence::check,
     fence_current => fence::current,
     mutex_effect => effects::mutex_effect,
     fence_effect => effects::fence_effect,
+    rw_hold_effect => effects::rw_hold_effect,
+    rw_drop_effect => effects::rw_drop_effect,
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -90,18 +99,26 @@ redis_module! {
     name: "fencelock",
     version: 1,
     allocator: (Allocator, ALLOCATOR),
-    data_types: [MUTEX_TYPE, FENCE_TYPE],
+    data_types: [MUTEX_TYPE, RWLOCK_TYPE, FENCE_TYPE],
     init: init,
     commands: [
         ["lock.acquire", lock_acquire, "write deny-oom", 1, 1, 1, ""],
         ["lock.release", lock_release, "write", 1, 1, 1, ""],
         ["lock.extend", lock_extend, "write deny-oom", 1, 1, 1, ""],
         ["lock.info", lock_info, "readonly fast", 1, 1, 1, ""],
+        ["rwlock.rlock", rwlock_rlock, "write deny-oom", 1, 1, 1, ""],
+        ["rwlock.wlock", rwlock_wlock, "write deny-oom", 1, 1, 1, ""],
+        ["rwlock.runlock", rwlock_runlock, "write", 1, 1, 1, ""],
+        ["rwlock.wunlock", rwlock_wunlock, "write", 1, 1, 1, ""],
+        ["rwlock.extend", rwlock_extend, "write deny-oom", 1, 1, 1, ""],
+        ["rwlock.info", rwlock_info, "readonly", 1, 1, 1, ""],
         ["fence.next", fence_next, "write deny-oom fast", 1, 1, 1, ""],
         ["fence.check", fence_check, "write fast", 1, 1, 1, ""],
         ["fence.current", fence_current, "readonly fast", 1, 1, 1, ""],
         ["fencelock.mutex", mutex_effect, "write", 1, 1, 1, ""],
         ["fencelock.fence", fence_effect, "write", 1, 1, 1, ""],
+        ["fencelock.rwhold", rw_hold_effect, "write", 1, 1, 1, ""],
+        ["fencelock.rwdrop", rw_drop_effect, "write", 1, 1, 1, ""],
     ],
     event_handlers: [
         [@LOADED @GENERIC: expiry::on_keyspace_event],

@@ -27,9 +27,10 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Mutex, Milli
     let mut fresh = Mutex::default();
     let mutex = stored.unwrap_or(&mut fresh);
     let before = mutex.clone();
-    let result = op(mutex, now)?;
+    // Even a failed op may have ended an over lease: that change is stored all the same.
+    let result = op(mutex, now);
     if *mutex == before {
-        return Ok(result);
+        return result;
     }
     let (old_deadline, new_deadline) = (before.deadline(), mutex.deadline());
     if mutex.stored_holder().is_some() {
@@ -42,7 +43,7 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Mutex, Milli
         leave_free(ctx, &handle, key, existed)?;
     }
     expiry::track(ctx, key, old_deadline, new_deadline);
-    Ok(result)
+    result
 }
 
 /// A free lock keeps its key only while clients wait on it (Redis 7.0 retries blocked
@@ -68,13 +69,7 @@ fn leave_free(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, exist
 /// free lock nobody waits for.
 pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
     let handle = ctx.open_key_writable(key);
-    let Ok(stored) = handle.get_value::<Mutex>(&MUTEX_TYPE) else {
-        // Another type took the name: signalled waiters answer WRONGTYPE and leave.
-        if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
-            blocking::signal_ready(ctx, key);
-        }
-        return;
-    };
+    let Ok(stored) = handle.get_value::<Mutex>(&MUTEX_TYPE) else { return };
     let existed = stored.is_some();
     let mut ended = false;
     if let Some(mutex) = stored {

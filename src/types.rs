@@ -5,6 +5,8 @@
 //! - `lockmutex`: owner (buffer), token (signed), deadline ms (signed), holds (unsigned).
 //!   An empty owner means a free lock (only saved when a snapshot catches a lock that
 //!   was freed while waiters were being served).
+//! - `lockrwlck`: hold count (unsigned), then per hold: mode (unsigned, 0 write, 1 read),
+//!   owner (buffer), token (signed), deadline ms (signed), holds (unsigned).
 //! - `lockfence`: highest (signed), issued (signed).
 //! - aux data (before keys): the token floor (signed).
 //!
@@ -20,6 +22,7 @@ use redis_module::{raw, native_types::RedisType, RedisString};
 use crate::effects;
 use crate::logic::fence::Fence;
 use crate::logic::mutex::{Holder, Mutex};
+use crate::logic::rwlock::{Hold, Mode, RwLock};
 use crate::state;
 
 const ENCODING_VERSION: i32 = 1;
@@ -47,6 +50,32 @@ pub static MUTEX_TYPE: RedisType = RedisType::new(
         mem_usage2: None,
         free_effort2: None,
         unlink2: Some(mutex_unlink),
+        copy2: None,
+        aux_save2: None,
+    },
+);
+
+pub static RWLOCK_TYPE: RedisType = RedisType::new(
+    "lockrwlck",
+    ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: TYPE_METHOD_VERSION,
+        rdb_load: Some(rwlock_rdb_load),
+        rdb_save: Some(rwlock_rdb_save),
+        aof_rewrite: Some(rwlock_aof_rewrite),
+        mem_usage: Some(rwlock_mem_usage),
+        digest: Some(rwlock_digest),
+        free: Some(free_boxed::<RwLock>),
+        aux_load: None,
+        aux_save: None,
+        aux_save_triggers: 0,
+        free_effort: None,
+        unlink: None,
+        copy: None,
+        defrag: None,
+        mem_usage2: None,
+        free_effort2: None,
+        unlink2: Some(rwlock_unlink),
         copy2: None,
         aux_save2: None,
     },
@@ -98,13 +127,17 @@ fn boxed<T>(value: T) -> *mut c_void {
 unsafe fn emit_aof(aof: *mut raw::RedisModuleIO, cmd: &str, key: *mut raw::RedisModuleString, args: &[&[u8]]) {
     let Some(emit) = raw::RedisModule_EmitAOF else { return };
     let cmd = CString::new(cmd).expect("command names have no NUL");
-    // EmitAOF is variadic with a fixed format; our effects have at most 4 arguments.
+    // EmitAOF is variadic with a fixed format; our effects have 2 to 5 arguments.
     let a: Vec<(*const u8, usize)> = args.iter().map(|s| (s.as_ptr(), s.len())).collect();
     match a.as_slice() {
         [a0, a1] => emit(aof, cmd.as_ptr(), c"sbb".as_ptr(), key, a0.0, a0.1, a1.0, a1.1),
         [a0, a1, a2, a3] => emit(
             aof, cmd.as_ptr(), c"sbbbb".as_ptr(), key,
             a0.0, a0.1, a1.0, a1.1, a2.0, a2.1, a3.0, a3.1,
+        ),
+        [a0, a1, a2, a3, a4] => emit(
+            aof, cmd.as_ptr(), c"sbbbbb".as_ptr(), key,
+            a0.0, a0.1, a1.0, a1.1, a2.0, a2.1, a3.0, a3.1, a4.0, a4.1,
         ),
         _ => unreachable!("no effect has {} arguments", args.len()),
     };
@@ -210,16 +243,112 @@ unsafe extern "C" fn mutex_digest(md: *mut raw::RedisModuleDigest, value: *mut c
     digest_end(md);
 }
 
-/// Redis removes the key (DEL, overwrite, RENAME's source, MOVE, eviction): its lease
-/// no longer needs the timer.
-unsafe extern "C" fn mutex_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
-    let (Some(name), Some(db)) = (raw::RedisModule_GetKeyNameFromOptCtx, raw::RedisModule_GetDbIdFromOptCtx) else {
+/// Redis removes a key (DEL, overwrite, RENAME's source, MOVE, eviction): its lease no
+/// longer needs the timer.
+unsafe fn untrack(ctx: *mut raw::RedisModuleKeyOptCtx, deadline: Option<crate::logic::Millis>) {
+    let (Some(name), Some(db), Some(deadline)) =
+        (raw::RedisModule_GetKeyNameFromOptCtx, raw::RedisModule_GetDbIdFromOptCtx, deadline)
+    else {
         return;
     };
-    let Some(deadline) = value_ref::<Mutex>(value).and_then(Mutex::deadline) else { return };
     let key = RedisString::string_as_slice(name(ctx));
     let db = db(ctx);
     state::with(|g| g.deadlines.remove(deadline, db, key));
+}
+
+unsafe extern "C" fn mutex_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    untrack(ctx, value_ref::<Mutex>(value).and_then(Mutex::deadline));
+}
+
+// ---- read-write lock ------------------------------------------------------------
+
+fn mode_code(mode: Mode) -> u64 {
+    match mode {
+        Mode::Write => 0,
+        Mode::Read => 1,
+    }
+}
+
+unsafe extern "C" fn rwlock_rdb_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    let Some(lock) = value_ref::<RwLock>(value) else { return };
+    raw::save_unsigned(rdb, lock.len() as u64);
+    for ((mode, owner), hold) in lock.stored() {
+        raw::save_unsigned(rdb, mode_code(*mode));
+        raw::save_slice(rdb, owner);
+        raw::save_signed(rdb, hold.token);
+        raw::save_signed(rdb, hold.deadline);
+        raw::save_unsigned(rdb, hold.holds);
+    }
+}
+
+unsafe extern "C" fn rwlock_rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if encver != ENCODING_VERSION {
+        return ptr::null_mut();
+    }
+    let load = || -> Result<Option<RwLock>, redis_module::error::Error> {
+        let mut lock = RwLock::default();
+        let count = raw::load_unsigned(rdb)?;
+        let mut highest = 0;
+        for _ in 0..count {
+            let mode = match raw::load_unsigned(rdb)? {
+                0 => Mode::Write,
+                1 => Mode::Read,
+                _ => return Ok(None),
+            };
+            let owner = raw::load_string_buffer(rdb)?.as_ref().to_vec();
+            let token = raw::load_signed(rdb)?;
+            let deadline = raw::load_signed(rdb)?;
+            let holds = raw::load_unsigned(rdb)?;
+            if owner.is_empty() || token <= 0 || holds == 0 || lock.get(mode, &owner).is_some() {
+                return Ok(None);
+            }
+            highest = highest.max(token);
+            lock.set(mode, &owner, Some(Hold { token, deadline, holds }));
+        }
+        lock.take_changes();
+        state::with(|g| g.tokens.observe(highest));
+        Ok(Some(lock))
+    };
+    match load() {
+        Ok(Some(lock)) => boxed(lock),
+        _ => ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn rwlock_aof_rewrite(aof: *mut raw::RedisModuleIO, key: *mut raw::RedisModuleString, value: *mut c_void) {
+    let Some(lock) = value_ref::<RwLock>(value) else { return };
+    for ((mode, owner), h) in lock.stored() {
+        let [token, deadline, holds] = [h.token.to_string(), h.deadline.to_string(), h.holds.to_string()];
+        emit_aof(
+            aof,
+            effects::RW_HOLD_EFFECT,
+            key,
+            &[mode.name().as_bytes(), owner, token.as_bytes(), deadline.as_bytes(), holds.as_bytes()],
+        );
+    }
+}
+
+unsafe extern "C" fn rwlock_mem_usage(value: *const c_void) -> usize {
+    // Each hold is stored twice (by holder and by deadline), with tree overhead.
+    let per_hold = |owner: &[u8]| 2 * owner.len() + 96;
+    let holds = value_ref::<RwLock>(value).map_or(0, |l| l.stored().map(|((_, o), _)| per_hold(o)).sum());
+    std::mem::size_of::<RwLock>() + holds
+}
+
+unsafe extern "C" fn rwlock_digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    let Some(lock) = value_ref::<RwLock>(value) else { return };
+    for ((mode, owner), h) in lock.stored() {
+        digest_i64(md, mode_code(*mode) as i64);
+        digest_bytes(md, owner);
+        digest_i64(md, h.token);
+        digest_i64(md, h.deadline);
+        digest_i64(md, h.holds as i64);
+    }
+    digest_end(md);
+}
+
+unsafe extern "C" fn rwlock_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
+    untrack(ctx, value_ref::<RwLock>(value).and_then(RwLock::earliest_deadline));
 }
 
 // ---- fence -----------------------------------------------------------------------
@@ -263,4 +392,30 @@ unsafe extern "C" fn fence_digest(md: *mut raw::RedisModuleDigest, value: *mut c
     digest_i64(md, f.highest);
     digest_i64(md, f.issued);
     digest_end(md);
+}
+
+// ---- which of our types a key holds ------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Missing,
+    Mutex,
+    RwLock,
+    Fence,
+    Other,
+}
+
+pub fn kind_of(key: &redis_module::key::RedisKey) -> Kind {
+    // `get_value` errs exactly when the key holds another type.
+    if key.key_type() == raw::KeyType::Empty {
+        Kind::Missing
+    } else if key.get_value::<Mutex>(&MUTEX_TYPE).is_ok() {
+        Kind::Mutex
+    } else if key.get_value::<RwLock>(&RWLOCK_TYPE).is_ok() {
+        Kind::RwLock
+    } else if key.get_value::<Fence>(&FENCE_TYPE).is_ok() {
+        Kind::Fence
+    } else {
+        Kind::Other
+    }
 }
