@@ -5,7 +5,7 @@ RUN_DIR := $(CURDIR)/.run
 # Debian packages the build and the tests need, as "command-or-file:package".
 NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc
 
-.PHONY: all deps build run test clean
+.PHONY: all deps build run test bench clean
 
 all: build
 
@@ -32,9 +32,15 @@ run: deps build
 	mkdir -p $(RUN_DIR)
 	redis-server $(CURDIR)/redis.conf.example --dir $(RUN_DIR) --loadmodule $(MODULE)
 
-# Unit tests (pure logic, no Redis) and integration tests (real redis-server).
+# Unit tests (pure logic, no Redis) and integration tests (real redis-server), then
+# the benchmark at tiny sizes so its harness can't rot (it asserts no timings).
 test: deps build
 	cargo test --release
+	BENCH_QUICK=1 cargo bench --bench bench
+
+# Side-by-side figures against SET NX PX + Lua and a Redisson-style lock (~5 min).
+bench: deps build
+	cargo bench --bench bench
 
 clean:
 	cargo clean
