@@ -139,7 +139,7 @@ unsafe extern "C" fn on_role_changed(ctx: *mut raw::RedisModuleCtx, _e: raw::Red
 }
 
 unsafe extern "C" fn on_flushdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
-    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START as u64 {
+    if sub != raw::REDISMODULE_SUBEVENT_FLUSHDB_START {
         return;
     }
     let Some(info) = data.cast::<raw::RedisModuleFlushInfo>().as_ref() else { return };
@@ -154,13 +154,13 @@ unsafe extern "C" fn on_swapdb(_ctx: *mut raw::RedisModuleCtx, _e: raw::RedisMod
 }
 
 unsafe extern "C" fn on_loading(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
-    if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED as u64 {
+    if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
         arm(&Context::new(ctx));
     }
 }
 
 unsafe extern "C" fn on_event_loop(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
-    if sub == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP as u64 {
+    if sub == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
         blocking::settle_noted(&Context::new(ctx));
     }
 }
