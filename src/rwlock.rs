@@ -34,14 +34,17 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut RwLock, Mill
     }
     effects::replicate_rw_changes(ctx, key, lock, &changes);
     let new_earliest = lock.earliest_deadline();
+    // Only a hold that went can let a waiter in (the front one checks for itself). A
+    // grant never does: signalling on grants would have Redis walk every blocked client
+    // again after each reader granted in a pass.
+    let dropped = changes.iter().any(|(mode, owner)| lock.get(*mode, owner).is_none());
     if lock.is_empty() {
         leave_empty(ctx, &handle, key, existed)?;
     } else {
         if !existed {
             handle.set_value(&RWLOCK_TYPE, fresh)?;
         }
-        // A hold that went may let the front waiter in; it checks for itself.
-        if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
+        if dropped && blocking::count(selected_db(ctx), key.as_slice()) > 0 {
             blocking::signal_ready(ctx, key);
         }
     }
