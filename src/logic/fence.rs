@@ -69,7 +69,7 @@ mod tests {
     #[test]
     fn next_goes_above_a_checked_token_without_raising_the_global_floor_by_it() {
         let (mut f, mut clock) = (Fence::default(), TokenClock::default());
-        let far = (T0 + 1_000_000) << 16;
+        let far = crate::logic::tokens::wall_part(T0 + 1_000_000);
         f.check(far).unwrap();
         assert_eq!(clock.floor(), 0);
         assert_eq!(f.next(T0, &mut clock).unwrap(), far + 1);

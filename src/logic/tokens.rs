@@ -1,7 +1,8 @@
 //! The token clock: where every fencing token comes from.
 //!
-//! A token is `max(floor + 1, wall_ms << 16)`, where `floor` is the highest token this
-//! server has issued or learnt of (from its RDB, its AOF, or its master's stream).
+//! A token is `max(floor + 1, (wall_ms - EPOCH) << 12)`, where `floor` is the highest
+//! token this server has issued or learnt of (from its RDB, its AOF, or its master's
+//! stream).
 //!
 //! - The floor alone keeps tokens from ever repeating or going back while the process
 //!   lives, across every key, so a lock deleted (`DEL`, `FLUSHALL`, release) and taken
@@ -10,8 +11,12 @@
 //!   a restart continues above it.
 //! - The wall-clock part is what a plain counter lacks: a replica that missed its
 //!   master's last grants and is promoted later than those grants (by more than the
-//!   clock skew) issues `now << 16`, which is above anything the old master issued,
-//!   because one server never issues 65,536 tokens within a millisecond.
+//!   clock skew) issues a wall part above anything the old master issued, because one
+//!   server never issues 4,096 tokens within a millisecond (Redis serves ~200 commands
+//!   per millisecond).
+//! - Counting from 2025 with 12 bits per millisecond keeps tokens below 2^53 until 2094,
+//!   so they survive a round trip through a double: Lua scripts inside Redis and
+//!   JavaScript clients see the exact token, and `FENCE.CHECK` compares what was issued.
 
 use super::{Millis, Token};
 
@@ -25,9 +30,14 @@ pub struct TokenClock {
     floor: Token,
 }
 
+/// 2025-01-01T00:00:00Z: the wall-clock part counts from here.
+pub const EPOCH_MS: Millis = 1_735_689_600_000;
+/// Tokens per millisecond of wall clock before the counter runs ahead of it.
+pub const SHIFT: u32 = 12;
+
 /// The wall-clock part of a token; clamped so that the shift cannot overflow.
-fn wall_part(now: Millis) -> Token {
-    now.clamp(0, i64::MAX >> 16) << 16
+pub fn wall_part(now: Millis) -> Token {
+    (now.saturating_sub(EPOCH_MS)).clamp(0, i64::MAX >> SHIFT) << SHIFT
 }
 
 impl TokenClock {
@@ -63,7 +73,7 @@ mod tests {
         let a = clock.issue(NOW, 0).unwrap();
         let b = clock.issue(NOW, 0).unwrap();
         let c = clock.issue(NOW, 0).unwrap();
-        assert_eq!(a, NOW << 16);
+        assert_eq!(a, wall_part(NOW));
         assert_eq!((b, c), (a + 1, a + 2));
     }
 
@@ -72,7 +82,7 @@ mod tests {
         let mut clock = TokenClock::default();
         let a = clock.issue(NOW, 0).unwrap();
         let b = clock.issue(NOW + 5, 0).unwrap();
-        assert_eq!(b, (NOW + 5) << 16);
+        assert_eq!(b, wall_part(NOW + 5));
         assert!(b > a);
     }
 
@@ -89,10 +99,10 @@ mod tests {
         // A restart or a replica learns of tokens issued by another clock, possibly
         // one running ahead of ours.
         let mut clock = TokenClock::default();
-        clock.observe((NOW + 10_000) << 16);
-        assert_eq!(clock.issue(NOW, 0).unwrap(), ((NOW + 10_000) << 16) + 1);
+        clock.observe(wall_part(NOW + 10_000));
+        assert_eq!(clock.issue(NOW, 0).unwrap(), wall_part(NOW + 10_000) + 1);
         clock.observe(5);
-        assert_eq!(clock.floor(), ((NOW + 10_000) << 16) + 1);
+        assert_eq!(clock.floor(), wall_part(NOW + 10_000) + 1);
     }
 
     #[test]
@@ -114,7 +124,7 @@ mod tests {
     #[test]
     fn a_key_above_the_floor_is_respected() {
         let mut clock = TokenClock::default();
-        let huge = (NOW + 1_000_000) << 16;
+        let huge = wall_part(NOW + 1_000_000);
         assert_eq!(clock.issue(NOW, huge).unwrap(), huge + 1);
         assert!(clock.issue(NOW, 0).unwrap() > huge + 1);
     }
@@ -125,6 +135,14 @@ mod tests {
         assert_eq!(clock.issue(NOW, i64::MAX), Err(TokensExhausted));
         assert_eq!(clock.issue(NOW, i64::MAX - 1).unwrap(), i64::MAX);
         assert_eq!(clock.issue(NOW, 0), Err(TokensExhausted));
+    }
+
+    #[test]
+    fn tokens_stay_exact_in_a_double_for_decades() {
+        let in_2090 = EPOCH_MS + 65 * 365 * 86_400_000;
+        let t = TokenClock::default().issue(in_2090, 0).unwrap();
+        assert!(t < 1 << 53, "{t}");
+        assert_eq!(t as f64 as i64, t);
     }
 
     #[test]
