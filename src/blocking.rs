@@ -39,7 +39,9 @@ pub enum WaitFor {
 
 #[derive(Default)]
 pub struct Waiters {
-    queues: HashMap<(Db, Box<[u8]>), WaitQueue<WaitFor>>,
+    /// Per database, per key name. Looked up on every retry of every blocked client, so
+    /// by borrowed name, without building a key.
+    queues: HashMap<Db, HashMap<Box<[u8]>, WaitQueue<WaitFor>>>,
     /// Keys to settle before the event loop sleeps.
     attention: Vec<(Db, Box<[u8]>)>,
     last_id: WaiterId,
@@ -47,17 +49,32 @@ pub struct Waiters {
 
 impl Waiters {
     fn queue(&self, db: Db, key: &[u8]) -> Option<&WaitQueue<WaitFor>> {
-        self.queues.get(&(db, Box::from(key)))
+        self.queues.get(&db)?.get(key)
+    }
+
+    fn push(&mut self, db: Db, key: &[u8], id: WaiterId, what: WaitFor) {
+        self.queues.entry(db).or_default().entry(key.into()).or_default().push(id, what);
     }
 
     fn remove(&mut self, db: Db, key: &[u8], id: WaiterId) -> bool {
-        let name = (db, Box::from(key));
-        let Some(queue) = self.queues.get_mut(&name) else { return false };
+        let Some(keys) = self.queues.get_mut(&db) else { return false };
+        let Some(queue) = keys.get_mut(key) else { return false };
         let removed = queue.remove(id);
         if queue.is_empty() {
-            self.queues.remove(&name);
+            keys.remove(key);
+            if keys.is_empty() {
+                self.queues.remove(&db);
+            }
         }
         removed
+    }
+
+    /// Every key with waiters in `db`, or in every database.
+    fn keys_in(&self, db: Option<Db>) -> impl Iterator<Item = (Db, Box<[u8]>)> + '_ {
+        self.queues
+            .iter()
+            .filter(move |(d, _)| db.is_none_or(|db| **d == db))
+            .flat_map(|(d, keys)| keys.keys().map(move |k| (*d, k.clone())))
     }
 }
 
@@ -117,7 +134,7 @@ pub fn block(ctx: &Context, key: &RedisString, owner: &[u8], ttl: Millis, timeou
     let id = state::with(|g| {
         g.waiters.last_id += 1;
         let id = g.waiters.last_id;
-        g.waiters.queues.entry((db, key.as_slice().into())).or_default().push(id, what);
+        g.waiters.push(db, key.as_slice(), id, what);
         id
     });
     let ticket = Box::new(Ticket { id, db, key: key.as_slice().into(), owner: owner.to_vec(), ttl, what });
@@ -220,8 +237,8 @@ pub fn on_key_removed(ctx: &Context, key: &[u8]) {
 /// FLUSHDB / FLUSHALL: every key with waiters in the flushed databases.
 pub fn on_flush(db: Option<Db>) {
     state::with(|g| {
-        let Waiters { queues, attention, .. } = &mut g.waiters;
-        attention.extend(queues.keys().filter(|(d, _)| db.is_none_or(|db| *d == db)).cloned());
+        let flushed: Vec<_> = g.waiters.keys_in(db).collect();
+        g.waiters.attention.extend(flushed);
     });
 }
 
