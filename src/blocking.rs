@@ -27,7 +27,7 @@ use crate::{expiry, lock, rwlock};
 use crate::logic::deadlines::Db;
 use crate::logic::rwlock::Mode;
 use crate::logic::waiters::{WaitQueue, WaiterId};
-use crate::logic::Millis;
+use crate::logic::{Millis, MAX_TTL_MS};
 use crate::state;
 
 /// What a waiter waits for.
@@ -137,6 +137,9 @@ pub fn block(ctx: &Context, key: &RedisString, owner: &[u8], ttl: Millis, timeou
         g.waiters.push(db, key.as_slice(), id, what);
         id
     });
+    // Redis adds the timeout to its clock in a signed 64-bit sum; a timeout beyond any
+    // lease (2^40 ms, 35 years) is "without limit" and must not overflow that sum.
+    let timeout = if timeout > MAX_TTL_MS { 0 } else { timeout };
     let ticket = Box::new(Ticket { id, db, key: key.as_slice().into(), owner: owner.to_vec(), ttl, what });
     let mut keys = [key.inner];
     unsafe {
