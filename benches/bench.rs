@@ -1,4 +1,262 @@
-//! Placeholder until the benchmark lands.
+//! `make bench`: fencelock against the locks people use instead, from one run on one
+//! machine.
+//!
+//! Starts its own `redis-server` with the module on a free loopback port and measures
+//! every contender against the same server in alternating short rounds (fresh servers
+//! for the memory figure), then prints a markdown table of medians and of fencelock's
+//! advantage over each contender, and writes it to `target/bench/results.md` with a JSON
+//! twin in `target/bench/results.json`.
+//!
+//! Contenders: fencelock (`LOCK.*`, `RWLOCK.*`); `SET key owner NX PX ttl` with the
+//! compare-and-delete Lua release and client-side retry (1 ms, or Redlock's random
+//! 50-250 ms); a Redisson-style reentrant hash lock in Lua with pub/sub waiting (and
+//! its read-write sibling); and the floor, plain `SET`/`DEL`.
+//!
+//! `BENCH_QUICK=1` (what `make test` runs) uses tiny sizes so the harness can't rot: it
+//! exercises every contender and figure, asserts no timings, and fails (non-zero exit)
+//! on any wrong result. `BENCH_ONLY=1,3` runs only some figures (for development).
+
+#[path = "support/clients.rs"]
+mod clients;
+#[path = "support/fig1.rs"]
+mod fig1;
+#[path = "support/fig2.rs"]
+mod fig2;
+#[path = "support/fig3.rs"]
+mod fig3;
+#[path = "support/fig4.rs"]
+mod fig4;
+#[path = "support/fig5.rs"]
+mod fig5;
+#[path = "support/report.rs"]
+mod report;
+#[path = "support/server.rs"]
+mod server;
+#[path = "support/util.rs"]
+mod util;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use report::{fmt_ratio, fmt_value, Figure, Goal, Report, Unit};
+
+/// Sizes and durations; `quick()` for `BENCH_QUICK=1`.
+pub struct Config {
+    pub quick: bool,
+    pub fig1_rounds: usize,
+    pub fig1_conns: usize,
+    pub fig1_phase: Duration,
+    pub fig2_rounds: usize,
+    pub fig2_round: Duration,
+    pub fig2_clients: Vec<usize>,
+    pub fig3_rounds: usize,
+    pub fig3_pairs: usize,
+    pub fig3_budget: Duration,
+    pub fig4_locks: usize,
+    pub fig4_conns: usize,
+    pub fig4_batch: usize,
+    pub fig4_expiry_limit: Duration,
+    pub fig5_rounds: usize,
+    pub fig5_readers: usize,
+    pub fig5_round: Duration,
+    pub fig5_writer_pause: Duration,
+}
+
+impl Config {
+    fn full() -> Config {
+        Config {
+            quick: false,
+            fig1_rounds: 5,
+            fig1_conns: 50,
+            fig1_phase: Duration::from_millis(250),
+            fig2_rounds: 3,
+            fig2_round: Duration::from_millis(2000),
+            fig2_clients: vec![16, 64],
+            fig3_rounds: 3,
+            fig3_pairs: 4,
+            fig3_budget: Duration::from_millis(1200),
+            fig4_locks: 1_000_000,
+            fig4_conns: 4,
+            fig4_batch: 500,
+            fig4_expiry_limit: Duration::from_secs(30),
+            fig5_rounds: 3,
+            fig5_readers: 64,
+            fig5_round: Duration::from_millis(2000),
+            fig5_writer_pause: Duration::from_millis(10),
+        }
+    }
+
+    fn quick() -> Config {
+        Config {
+            quick: true,
+            fig1_rounds: 2,
+            fig1_conns: 8,
+            fig1_phase: Duration::from_millis(40),
+            fig2_rounds: 1,
+            fig2_round: Duration::from_millis(300),
+            fig2_clients: vec![4, 16],
+            fig3_rounds: 1,
+            fig3_pairs: 2,
+            fig3_budget: Duration::from_millis(150),
+            fig4_locks: 5_000,
+            fig4_conns: 2,
+            fig4_batch: 500,
+            fig4_expiry_limit: Duration::from_secs(20),
+            fig5_rounds: 1,
+            fig5_readers: 8,
+            fig5_round: Duration::from_millis(300),
+            fig5_writer_pause: Duration::from_millis(10),
+        }
+    }
+}
+
+fn env_flag(name: &str) -> bool {
+    std::env::var(name).map(|v| !v.is_empty() && v != "0").unwrap_or(false)
+}
+
+fn find<'a>(figures: &'a [Figure], id: &str) -> Option<&'a Figure> {
+    figures.iter().find(|f| f.id == id)
+}
+
+/// The goals, reported (never asserted).
+fn goals(figures: &[Figure]) -> Vec<Goal> {
+    let mut out = vec![];
+    let fence = "fencelock";
+    for (id, how) in [("1a", "not pipelined"), ("1b", "pipelined")] {
+        if let Some(f) = find(figures, id) {
+            let setnx = "SET NX PX";
+            let a = f.value(fence, 0) / f.value(setnx, 0);
+            out.push(Goal {
+                goal: format!("acquire ≥ 0.95× native `SET NX PX` ({how})"),
+                measured: format!("{} ({} vs {})", fmt_ratio(a), fmt_value(Unit::Rate, f.value(fence, 0)), fmt_value(Unit::Rate, f.value(setnx, 0))),
+                met: a >= 0.95,
+            });
+            let r = f.value(fence, 1) / f.value(setnx, 1);
+            out.push(Goal {
+                goal: format!("release ≥ 1.3× `EVALSHA` compare-and-delete ({how})"),
+                measured: format!("{} ({} vs {})", fmt_ratio(r), fmt_value(Unit::Rate, f.value(fence, 1)), fmt_value(Unit::Rate, f.value(setnx, 1))),
+                met: r >= 1.3,
+            });
+        }
+    }
+    for id in ["2a", "2b"] {
+        if let Some(f) = find(figures, id) {
+            let poll = "SET NX PX, retry every 1 ms";
+            let h = f.value(fence, 0) / f.value(poll, 0);
+            let cmds = f.value(fence, 2);
+            let clients = f.title.split_whitespace().nth(1).unwrap_or("?").to_string();
+            out.push(Goal {
+                goal: format!("contended handoffs ≥ 10× the 1 ms polling client, ≤ 3 commands per handoff ({clients} clients)"),
+                measured: format!(
+                    "{} ({} vs {}), {} commands per handoff",
+                    fmt_ratio(h),
+                    fmt_value(Unit::Rate, f.value(fence, 0)),
+                    fmt_value(Unit::Rate, f.value(poll, 0)),
+                    fmt_value(Unit::Count, cmds)
+                ),
+                met: h >= 10.0 && cmds <= 3.0,
+            });
+        }
+    }
+    if let Some(f) = find(figures, "3a") {
+        let p99 = f.value(fence, 1);
+        out.push(Goal {
+            goal: "p99 release-to-grant < 1 ms on loopback".into(),
+            measured: fmt_value(Unit::Micros, p99),
+            met: p99 < 1000.0,
+        });
+    }
+    if let Some(f) = find(figures, "4a") {
+        let (a, b) = (f.value(fence, 0), f.value("SET key owner NX PX", 0));
+        let m = a / b;
+        out.push(Goal {
+            goal: "memory per held lock ≤ 1.5× a `SET NX` lock".into(),
+            measured: format!("{} ({} vs {})", fmt_ratio(m), fmt_value(Unit::Bytes, a), fmt_value(Unit::Bytes, b)),
+            met: m <= 1.5,
+        });
+    }
+    out
+}
+
 fn main() {
-    println!("bench: nothing measured yet");
+    let quick = env_flag("BENCH_QUICK");
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
+    let want = |n: &str| only.as_ref().map_or(true, |o| o.iter().any(|x| x == n));
+    let cfg = if quick { Config::quick() } else { Config::full() };
+    let t0 = Instant::now();
+    let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+
+    let mut server = server::Server::start();
+    let mut con = server.conn();
+    let redis_version = util::info(&mut con, "server").get("redis_version").cloned().unwrap_or_else(|| "unknown".into());
+    let modules: String = {
+        let v: redis::Value = util::exec(&mut con, &redis::cmd("MODULE").arg("LIST").clone());
+        format!("{v:?}")
+    };
+    assert!(modules.contains("fencelock"), "the fencelock module is not loaded: MODULE LIST answered {modules}");
+    let scripts = clients::Scripts::load(&mut con);
+    eprintln!(
+        "fencelock bench{}: {cores} cores, redis {redis_version}, server pid {} on port {}",
+        if quick { " (quick)" } else { "" },
+        server.pid(),
+        server.port
+    );
+
+    let mut figures: Vec<Figure> = vec![];
+    let mut timings = vec![];
+    let mut section = |name: &str, t: Instant| {
+        timings.push(format!("figure {name}: {:.1} s", t.elapsed().as_secs_f64()));
+    };
+    if want("1") {
+        let t = Instant::now();
+        figures.extend(fig1::run(&cfg, &mut server, &scripts));
+        section("1", t);
+    }
+    if want("2") {
+        let t = Instant::now();
+        figures.extend(fig2::run(&cfg, &mut server, &scripts));
+        section("2", t);
+    }
+    if want("3") {
+        let t = Instant::now();
+        figures.extend(fig3::run(&cfg, &mut server, &scripts));
+        section("3", t);
+    }
+    if want("5") {
+        let t = Instant::now();
+        figures.extend(fig5::run(&cfg, &mut server, &scripts));
+        section("5", t);
+    }
+    server.assert_alive();
+    server.stop();
+    if want("4") {
+        let t = Instant::now();
+        figures.extend(fig4::run(&cfg));
+        section("4", t);
+    }
+    figures.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let goals = goals(&figures);
+    let report = Report {
+        cores,
+        redis_version,
+        quick,
+        started_unix,
+        elapsed_s: t0.elapsed().as_secs_f64(),
+        figures,
+        goals,
+        notes: vec![format!("time per figure: {}", timings.join(", "))],
+    };
+    let md = report.markdown();
+    let json = report.json();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    std::fs::create_dir_all(&dir).expect("create target/bench");
+    std::fs::write(dir.join("results.md"), &md).expect("write target/bench/results.md");
+    std::fs::write(dir.join("results.json"), &json).expect("write target/bench/results.json");
+    println!("{md}");
+    eprintln!("wrote {} and {}", dir.join("results.md").display(), dir.join("results.json").display());
 }

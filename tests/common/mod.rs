@@ -754,5 +754,21 @@ pub fn await_sync(master: &Server, replica: &Server) {
 pub fn start_synced_replica(master: &Server) -> Server {
     let replica = Server::start_replica_of(master, &[]);
     await_sync(master, &replica);
+    await_streaming(master);
     replica
+}
+
+/// After a diskless full sync, Redis 7.0 holds the command stream back until the
+/// replica's first `REPLCONF ACK` (up to a second later). Waits until the master lists a
+/// replica as online with an acknowledged offset equal to its own, so that what the
+/// test does next reaches the replica at once.
+pub fn await_streaming(master: &Server) {
+    let mut m = master.conn();
+    wait_until(Duration::from_secs(10), "the master streams to its replica", || {
+        let mi = info(&mut m, "replication");
+        let own = mi.get("master_repl_offset").cloned().unwrap_or_default();
+        mi.get("slave0").is_some_and(|line| {
+            line.contains("state=online") && line.split(',').any(|kv| kv == format!("offset={own}"))
+        })
+    });
 }
