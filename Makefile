@@ -2,8 +2,10 @@
 SHELL := /bin/bash
 MODULE := $(CURDIR)/target/release/libfencelock.so
 RUN_DIR := $(CURDIR)/.run
-# Debian packages the build and the tests need, as "command-or-file:package".
-NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc
+# Debian packages the build and the tests need, as "command-or-file:package"
+# (valgrind and faketime are for the fault suite: memory errors, wall-clock steps).
+NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc \
+         valgrind:valgrind faketime:faketime
 
 .PHONY: all deps build run test bench clean
 

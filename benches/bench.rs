@@ -66,7 +66,7 @@ impl Config {
     fn full() -> Config {
         Config {
             quick: false,
-            fig1_rounds: 5,
+            fig1_rounds: 7,
             fig1_conns: 50,
             fig1_phase: Duration::from_millis(250),
             fig2_rounds: 3,
