@@ -1,0 +1,190 @@
+//! Figure 1: uncontended throughput. 50 connections, each on its own thread, take locks
+//! under random names (nobody else wants them), one at a time or 32 per pipeline:
+//! acquire for a fixed time, then release every lock taken, then acquire+release pairs
+//! for a fixed time.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::clients::{OneShot, Scripts};
+use crate::report::{metric, Cell, Figure, Unit};
+use crate::server::Server;
+use crate::util::{connect, dbsize, exec, exec_pipeline, uuid_like};
+use crate::Config;
+
+const TTL: u64 = 30_000;
+
+#[derive(Clone, Copy, Debug)]
+struct Rates {
+    acquire: f64,
+    release: f64,
+    pairs: f64,
+}
+
+/// (start, end, operations) of one thread in one phase.
+type Span = (Instant, Instant, u64);
+
+fn rate(spans: &[Span]) -> f64 {
+    let start = spans.iter().map(|s| s.0).min().unwrap();
+    let end = spans.iter().map(|s| s.1).max().unwrap();
+    let ops: u64 = spans.iter().map(|s| s.2).sum();
+    ops as f64 / (end - start).as_secs_f64()
+}
+
+fn round(cfg: &Config, server: &Server, c: OneShot, batch: usize, scripts: &Scripts, tag: &str) -> Rates {
+    let barrier = Arc::new(crate::util::Gate::new(cfg.fig1_conns));
+    let phase = cfg.fig1_phase;
+    let handles: Vec<_> = (0..cfg.fig1_conns)
+        .map(|t| {
+            let barrier = barrier.clone();
+            let url = server.url();
+            let scripts = scripts.clone();
+            let tag = tag.to_string();
+            std::thread::spawn(move || -> [Span; 3] {
+                let mut con = connect(&url);
+                let owner = format!("{}:{t}", uuid_like());
+                let mut rng = StdRng::from_entropy();
+                let mut fresh_keys = |n: usize| -> Vec<String> {
+                    (0..n).map(|_| format!("{tag}:{:016x}", rng.gen::<u64>())).collect()
+                };
+                barrier.wait();
+
+                // Acquire for `phase`.
+                let s1 = Instant::now();
+                let deadline = s1 + phase;
+                let mut held: Vec<String> = Vec::new();
+                while Instant::now() < deadline {
+                    let keys = fresh_keys(batch);
+                    let cmds: Vec<_> = keys.iter().map(|k| c.acquire(k, &owner, TTL, &scripts)).collect();
+                    if batch == 1 {
+                        let v = exec(&mut con, &cmds[0]);
+                        c.check_acquire(&cmds[0], &v);
+                    } else {
+                        for (cmd, v) in cmds.iter().zip(exec_pipeline(&mut con, &cmds)) {
+                            c.check_acquire(cmd, &v);
+                        }
+                    }
+                    held.extend(keys);
+                }
+                let acquired = (s1, Instant::now(), held.len() as u64);
+                barrier.wait();
+
+                // Release everything taken.
+                let s2 = Instant::now();
+                for keys in held.chunks(batch) {
+                    let cmds: Vec<_> = keys.iter().map(|k| c.release(k, &owner, TTL, &scripts)).collect();
+                    if batch == 1 {
+                        let v = exec(&mut con, &cmds[0]);
+                        c.check_release(&cmds[0], &v);
+                    } else {
+                        for (cmd, v) in cmds.iter().zip(exec_pipeline(&mut con, &cmds)) {
+                            c.check_release(cmd, &v);
+                        }
+                    }
+                }
+                let released = (s2, Instant::now(), held.len() as u64);
+                barrier.wait();
+
+                // Acquire+release pairs for `phase` (pipelined: 32 pairs, 64 commands).
+                let s3 = Instant::now();
+                let deadline = s3 + phase;
+                let mut pairs = 0u64;
+                while Instant::now() < deadline {
+                    let keys = fresh_keys(batch);
+                    let mut cmds = Vec::with_capacity(2 * batch);
+                    for k in &keys {
+                        cmds.push(c.acquire(k, &owner, TTL, &scripts));
+                        cmds.push(c.release(k, &owner, TTL, &scripts));
+                    }
+                    let replies = if batch == 1 {
+                        vec![exec(&mut con, &cmds[0]), exec(&mut con, &cmds[1])]
+                    } else {
+                        exec_pipeline(&mut con, &cmds)
+                    };
+                    for (i, (cmd, v)) in cmds.iter().zip(replies.iter()).enumerate() {
+                        if i % 2 == 0 {
+                            c.check_acquire(cmd, v);
+                        } else {
+                            c.check_release(cmd, v);
+                        }
+                    }
+                    pairs += batch as u64;
+                }
+                [acquired, released, (s3, Instant::now(), pairs)]
+            })
+        })
+        .collect();
+    let spans: Vec<[Span; 3]> = handles.into_iter().map(|h| h.join().expect("a figure-1 client failed")).collect();
+    let phase_rate = |i: usize| rate(&spans.iter().map(|s| s[i]).collect::<Vec<_>>());
+    Rates { acquire: phase_rate(0), release: phase_rate(1), pairs: phase_rate(2) }
+}
+
+pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> {
+    let modes = [(1usize, "1a", "not pipelined"), (32usize, "1b", "pipelined, 32 per batch")];
+    let mut results: Vec<Vec<Vec<Rates>>> = vec![vec![vec![]; OneShot::ALL.len()]; modes.len()];
+    let mut con = server.conn();
+    for r in 0..cfg.fig1_rounds {
+        for (mi, (batch, id, _)) in modes.iter().enumerate() {
+            for k in 0..OneShot::ALL.len() {
+                let ci = (k + r) % OneShot::ALL.len();
+                let c = OneShot::ALL[ci];
+                let rates = round(cfg, server, c, *batch, scripts, &format!("f1:{r}:{mi}:{ci}"));
+                server.assert_alive();
+                let left = dbsize(&mut con);
+                assert_eq!(left, 0, "WRONG RESULT: {} left {left} keys behind after releasing every lock", c.name());
+                eprintln!(
+                    "  fig {id} round {}/{}: {:<45} acquire {:>9.0}/s  release {:>9.0}/s  pairs {:>9.0}/s",
+                    r + 1,
+                    cfg.fig1_rounds,
+                    c.name(),
+                    rates.acquire,
+                    rates.release,
+                    rates.pairs
+                );
+                results[mi][ci].push(rates);
+            }
+        }
+    }
+    modes
+        .iter()
+        .enumerate()
+        .map(|(mi, (batch, id, how))| {
+            let mut f = Figure::new(
+                id,
+                &format!("Uncontended throughput, {how} ({} connections, random lock names)", cfg.fig1_conns),
+                vec![
+                    metric("acquire", Unit::Rate, true),
+                    metric("release", Unit::Rate, true),
+                    metric("acquire+release pair", Unit::Rate, true),
+                ],
+            );
+            for (ci, c) in OneShot::ALL.iter().enumerate() {
+                let rs = &results[mi][ci];
+                f.row(
+                    c.name(),
+                    vec![
+                        Some(Cell::median_of(rs.iter().map(|x| x.acquire).collect())),
+                        Some(Cell::median_of(rs.iter().map(|x| x.release).collect())),
+                        Some(Cell::median_of(rs.iter().map(|x| x.pairs).collect())),
+                    ],
+                );
+            }
+            f.notes.push(format!(
+                "Operations per second over all {} connections, median of {} rounds of {} ms per phase: acquire for the phase, \
+                 release every lock taken, then acquire+release pairs{}. Every acquire must be granted and every release must \
+                 answer 1.",
+                cfg.fig1_conns,
+                cfg.fig1_rounds,
+                cfg.fig1_phase.as_millis(),
+                if *batch > 1 { " (32 pairs, 64 commands, per pipeline)" } else { " (two round trips each)" }
+            ));
+            f.notes.push(
+                "The floor is not a lock: plain `SET key owner` and `DEL key`, the cost of touching the same keys at all.".into(),
+            );
+            f
+        })
+        .collect()
+}
