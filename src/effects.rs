@@ -13,6 +13,8 @@
 //! The `FENCELOCK.*` commands are internal: only a master's stream or AOF loading may
 //! run them, so no client can set a token by hand.
 
+use std::ffi::CStr;
+
 use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::args;
@@ -29,37 +31,57 @@ pub const FENCE_EFFECT: &str = "FENCELOCK.FENCE";
 pub const RW_HOLD_EFFECT: &str = "FENCELOCK.RWHOLD";
 pub const RW_DROP_EFFECT: &str = "FENCELOCK.RWDROP";
 
+/// Replication runs on every grant, so effects are handed to Redis with typed formats
+/// (`s` key, `b` buffer, `l` integer) rather than built as strings here.
+macro_rules! replicate {
+    ($ctx:expr, $cmd:expr, $fmt:expr $(, $arg:expr)* $(,)?) => {
+        unsafe {
+            if let Some(replicate) = raw::RedisModule_Replicate {
+                replicate($ctx.ctx, $cmd.as_ptr(), $fmt.as_ptr() $(, $arg)*);
+            }
+        }
+    };
+}
+
+const MUTEX_EFFECT_C: &CStr = c"FENCELOCK.MUTEX";
+const FENCE_EFFECT_C: &CStr = c"FENCELOCK.FENCE";
+const RW_HOLD_EFFECT_C: &CStr = c"FENCELOCK.RWHOLD";
+const RW_DROP_EFFECT_C: &CStr = c"FENCELOCK.RWDROP";
+
+/// Propagates `DEL key`: the lock is free.
+pub fn replicate_del(ctx: &Context, key: &RedisString) {
+    replicate!(ctx, c"DEL", c"s", key.inner);
+}
+
 /// Propagates the state a mutex key was left in.
 pub fn replicate_mutex(ctx: &Context, key: &RedisString, mutex: Option<&Mutex>) {
     match mutex.and_then(Mutex::stored_holder) {
-        Some(h) => {
-            let (token, deadline, holds) = (h.token.to_string(), h.deadline.to_string(), h.holds.to_string());
-            ctx.replicate(
-                MUTEX_EFFECT,
-                &[key.as_slice(), &h.owner, token.as_bytes(), deadline.as_bytes(), holds.as_bytes()],
-            );
-        }
-        None => ctx.replicate("DEL", &[key.as_slice()]),
+        Some(h) => replicate!(
+            ctx, MUTEX_EFFECT_C, c"sblll",
+            key.inner, h.owner.as_ptr(), h.owner.len(), h.token, h.deadline, h.holds as i64,
+        ),
+        None => replicate_del(ctx, key),
     }
 }
 
 pub fn replicate_fence(ctx: &Context, key: &RedisString, fence: &Fence) {
-    let (highest, issued) = (fence.highest.to_string(), fence.issued.to_string());
-    ctx.replicate(FENCE_EFFECT, &[key.as_slice(), highest.as_bytes(), issued.as_bytes()]);
+    replicate!(ctx, FENCE_EFFECT_C, c"sll", key.inner, fence.highest, fence.issued);
 }
 
 /// Propagates the holds of a read-write lock that `changes` names, as they now are.
 pub fn replicate_rw_changes(ctx: &Context, key: &RedisString, lock: &RwLock, changes: &[HolderKey]) {
     for (mode, owner) in changes {
+        let name = mode.name();
         match lock.get(*mode, owner) {
-            Some(h) => {
-                let (token, deadline, holds) = (h.token.to_string(), h.deadline.to_string(), h.holds.to_string());
-                ctx.replicate(
-                    RW_HOLD_EFFECT,
-                    &[key.as_slice(), mode.name().as_bytes(), owner, token.as_bytes(), deadline.as_bytes(), holds.as_bytes()],
-                );
-            }
-            None => ctx.replicate(RW_DROP_EFFECT, &[key.as_slice(), mode.name().as_bytes(), owner]),
+            Some(h) => replicate!(
+                ctx, RW_HOLD_EFFECT_C, c"sbblll",
+                key.inner, name.as_ptr(), name.len(), owner.as_ptr(), owner.len(),
+                h.token, h.deadline, h.holds as i64,
+            ),
+            None => replicate!(
+                ctx, RW_DROP_EFFECT_C, c"sbb",
+                key.inner, name.as_ptr(), name.len(), owner.as_ptr(), owner.len(),
+            ),
         }
     }
 }

@@ -11,7 +11,7 @@
 //! stale one is harmless.
 
 use std::os::raw::c_void;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis_module::{raw, Context, NotifyEvent, RedisString};
 
@@ -25,8 +25,10 @@ use crate::logic::Millis;
 use crate::state::{self, now_ms};
 use crate::types::MUTEX_TYPE;
 
-/// How many due keys one timer firing settles before yielding to the event loop.
-const EXPIRY_BATCH: usize = 1000;
+/// How long one timer firing may spend ending leases before yielding to the event loop,
+/// and how many due keys it takes between looks at the clock.
+const EXPIRY_SLICE: Duration = Duration::from_millis(1);
+const EXPIRY_BATCH: usize = 32;
 
 pub fn selected_db(ctx: &Context) -> Db {
     unsafe { raw::RedisModule_GetSelectedDb.map_or(0, |f| f(ctx.ctx)) }
@@ -53,17 +55,19 @@ pub fn track(ctx: &Context, key: &RedisString, old: Option<Millis>, new: Option<
 
 /// Arms the timer for the earliest deadline, unless it already fires by then.
 pub fn arm(ctx: &Context) {
-    if !is_master(ctx) {
-        return;
-    }
+    // Called on every grant: decide from our own state first, ask Redis for the role only
+    // when a timer would actually be (re)armed.
     let stale = state::with(|g| {
         let earliest = g.deadlines.earliest()?;
         match g.timer {
             Some((_, at)) if at <= earliest => None,
-            _ => Some((g.timer.take(), earliest)),
+            _ => Some((g.timer, earliest)),
         }
     });
     let Some((previous, earliest)) = stale else { return };
+    if !is_master(ctx) {
+        return;
+    }
     if let Some((id, _)) = previous {
         let _ = ctx.stop_timer::<()>(id);
     }
@@ -78,12 +82,18 @@ fn on_timer(ctx: &Context, _: ()) {
         return;
     }
     let now = now_ms();
-    // A bounded batch per firing keeps the server responsive when a million leases end
-    // in the same second; the timer re-arms at once for the rest.
-    let due = state::with(|g| g.deadlines.take_due(now, EXPIRY_BATCH));
-    for (db, key) in due {
-        if select_db(ctx, db) {
-            settle(ctx, &ctx.create_string(key), now);
+    // A firing works for at most EXPIRY_SLICE, so the server stays responsive when a
+    // million leases end in the same second; the timer re-arms at once for the rest.
+    let started = Instant::now();
+    while started.elapsed() < EXPIRY_SLICE {
+        let due = state::with(|g| g.deadlines.take_due(now, EXPIRY_BATCH));
+        if due.is_empty() {
+            break;
+        }
+        for (db, key) in due {
+            if select_db(ctx, db) {
+                settle(ctx, &ctx.create_string(key), now);
+            }
         }
     }
     arm(ctx);

@@ -93,7 +93,7 @@ pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
     // snapshot had nothing to drop, so its deletion is propagated here.
     if let Ok(true) = leave_empty(ctx, &handle, key, existed) {
         if !dropped_any {
-            ctx.replicate("DEL", &[key.as_slice()]);
+            effects::replicate_del(ctx, key);
         }
     }
 }
