@@ -1,0 +1,505 @@
+//! Chaos workload 1: contention. 50 clients, each on its own connection and thread,
+//! run acquire/release cycles on one mutex (with reentries, extends, fenced writes,
+//! blocking and non-blocking acquires), then a mixed reader/writer load on one read-write
+//! lock (reentries, extends, upgrades, downgrades, fenced writes by writers). Each load
+//! runs once with leases long enough never to end mid-section, and once with leases so
+//! short that some end while the holder is still inside (its release then answers 0, its
+//! fenced write may be refused as stale). Every operation is recorded and the history
+//! checked offline (`support/history.rs`): no overlapping holds, no repeated or
+//! out-of-order tokens, no acknowledged release/extend by a non-holder, no stale write
+//! accepted by the fenced resource.
+//!
+//! Short by default (`make test`); `CHAOS_FULL=1` runs thousands of cycles per load.
+
+mod common;
+#[path = "support/chaos.rs"]
+mod chaos;
+#[path = "support/history.rs"]
+mod history;
+
+use std::io;
+use std::thread;
+use std::time::Duration;
+
+use chaos::{scale, Raw, Reply, Stop};
+use common::*;
+use history::{Op, Recorder, Res};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Guarded write: the token must pass `FENCE.CHECK`, then the resource (a list, in
+/// acceptance order) records it.
+const GUARD: &str = "redis.call('FENCE.CHECK', KEYS[1], ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1";
+
+fn res_grant(r: &io::Result<Reply>) -> Res {
+    match r {
+        Ok(Reply::Int(t)) => Res::Granted(*t),
+        Ok(Reply::Nil) => Res::Refused,
+        Ok(Reply::Err(e)) => Res::Error(e.clone()),
+        Ok(other) => Res::Error(format!("unexpected reply {other:?}")),
+        Err(_) => Res::Unknown,
+    }
+}
+
+fn res_ack(r: &io::Result<Reply>) -> Res {
+    match r {
+        Ok(Reply::Int(1)) => Res::Ok,
+        Ok(Reply::Int(0)) => Res::NotHeld,
+        Ok(Reply::Err(e)) => Res::Error(e.clone()),
+        Ok(other) => Res::Error(format!("unexpected reply {other:?}")),
+        Err(_) => Res::Unknown,
+    }
+}
+
+/// One workload client: one connection, one owner name. After an indeterminate result
+/// it reconnects under a new owner name, so every owner's operations stay sequential.
+struct Client {
+    port: u16,
+    name: String,
+    generation: u32,
+    raw: Option<Raw>,
+    rec: Recorder,
+    read_timeout: Duration,
+    unknowns: u32,
+    errors: Vec<String>,
+}
+
+impl Client {
+    fn new(port: u16, name: String, rec: Recorder, read_timeout: Duration) -> Client {
+        Client { port, name, generation: 0, raw: None, rec, read_timeout, unknowns: 0, errors: vec![] }
+    }
+
+    fn owner(&self) -> String {
+        format!("{}.{}", self.name, self.generation)
+    }
+
+    fn call(&mut self, args: &[&str]) -> io::Result<Reply> {
+        if self.raw.is_none() {
+            self.raw = Some(Raw::connect(self.port, self.read_timeout)?);
+        }
+        let r = self.raw.as_mut().unwrap().cmd(args);
+        if r.is_err() {
+            if let Some(raw) = self.raw.take() {
+                raw.close();
+            }
+            self.unknowns += 1;
+            self.generation += 1;
+        }
+        r
+    }
+
+    /// Records one lock operation; `ttl` 0 for releases.
+    fn op(&mut self, op: Op, key: &str, ttl: u64, wait: Option<u64>) -> Res {
+        let owner = self.owner();
+        let (name, is_grant) = match op {
+            Op::Acquire => ("LOCK.ACQUIRE", true),
+            Op::Release => ("LOCK.RELEASE", false),
+            Op::Extend => ("LOCK.EXTEND", false),
+            Op::RLock => ("RWLOCK.RLOCK", true),
+            Op::WLock => ("RWLOCK.WLOCK", true),
+            Op::RUnlock => ("RWLOCK.RUNLOCK", false),
+            Op::WUnlock => ("RWLOCK.WUNLOCK", false),
+            Op::RwExtend => ("RWLOCK.EXTEND", false),
+            _ => unreachable!(),
+        };
+        let ttl_s = ttl.to_string();
+        let wait_s = wait.map(|w| w.to_string());
+        let mut args = vec![name, key, owner.as_str()];
+        if ttl > 0 {
+            args.push(&ttl_s);
+        }
+        if let Some(w) = &wait_s {
+            args.push("WAIT");
+            args.push(w);
+        }
+        let rec = self.rec.clone();
+        let res = rec.record(op, key, &owner, ttl, || {
+            let r = self.call(&args);
+            if is_grant {
+                res_grant(&r)
+            } else {
+                res_ack(&r)
+            }
+        });
+        if let Res::Error(e) = &res {
+            self.errors.push(format!("{} -> {e}", args.join(" ")));
+        }
+        res
+    }
+
+    /// A write under `token` to the fenced resource `{tag}`; true when accepted.
+    fn fenced_write(&mut self, tag: &str, token: i64) -> Res {
+        let owner = self.owner();
+        let fence = format!("{{{tag}}}:fence");
+        let log = format!("{{{tag}}}:log");
+        let t = token.to_string();
+        let rec = self.rec.clone();
+        rec.record_fence(&fence, &owner, token, || match self.call(&["EVAL", GUARD, "2", &fence, &log, &t]) {
+            Ok(Reply::Int(1)) => Res::Ok,
+            Ok(Reply::Err(e)) => Res::Error(e),
+            Ok(other) => Res::Error(format!("unexpected reply {other:?}")),
+            Err(_) => Res::Unknown,
+        })
+    }
+}
+
+#[derive(Default, Debug, Clone, Copy)]
+struct Stats {
+    cycles: u64,
+    grants: u64,
+    reentries: u64,
+    /// Releases/extends of a holder answered 0: its lease had ended.
+    expired: u64,
+    accepted_writes: u64,
+    stale_writes: u64,
+    upgrades: u64,
+    downgrades: u64,
+    unknowns: u64,
+}
+
+impl std::ops::AddAssign for Stats {
+    fn add_assign(&mut self, o: Stats) {
+        self.cycles += o.cycles;
+        self.grants += o.grants;
+        self.reentries += o.reentries;
+        self.expired += o.expired;
+        self.accepted_writes += o.accepted_writes;
+        self.stale_writes += o.stale_writes;
+        self.upgrades += o.upgrades;
+        self.downgrades += o.downgrades;
+        self.unknowns += o.unknowns;
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Load {
+    clients: usize,
+    cycles: u64,
+    /// Lease range in ms.
+    ttl: (u64, u64),
+    /// Time spent inside a critical section, in µs.
+    hold_us: (u64, u64),
+    wait_ms: u64,
+    limit: Duration,
+}
+
+fn stale(res: &Res) -> bool {
+    matches!(res, Res::Error(e) if e.contains("STALE"))
+}
+
+/// Runs the mutex load: `clients` threads, `cycles` each.
+fn mutex_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u64) -> Stats {
+    let stop = Stop::after(load.limit);
+    let mut handles = vec![];
+    for c in 0..load.clients {
+        let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
+        let port = s.port;
+        handles.push(thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 1) * 0x9e37_79b9);
+            let mut cl = Client::new(port, format!("m{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
+            let mut st = Stats::default();
+            while st.cycles < load.cycles && !stop.stopped() {
+                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
+                // Mostly blocking acquires; sometimes a single try, retried after a pause.
+                let wait = if rng.gen_bool(0.8) { Some(load.wait_ms) } else { None };
+                let token = match cl.op(Op::Acquire, &key, ttl, wait) {
+                    Res::Granted(t) => t,
+                    _ => {
+                        if wait.is_none() {
+                            thread::sleep(Duration::from_micros(rng.gen_range(200..2_000)));
+                        }
+                        continue;
+                    }
+                };
+                st.grants += 1;
+                let mut holds = 1;
+                if rng.gen_bool(0.15) {
+                    match cl.op(Op::Acquire, &key, ttl, None) {
+                        Res::Granted(t) if t == token => {
+                            holds += 1;
+                            st.reentries += 1;
+                        }
+                        _ => {}
+                    }
+                }
+                if rng.gen_bool(0.15) && cl.op(Op::Extend, &key, ttl, None) == Res::NotHeld {
+                    st.expired += 1;
+                }
+                let hold = rng.gen_range(load.hold_us.0..=load.hold_us.1);
+                if hold > 0 {
+                    thread::sleep(Duration::from_micros(hold));
+                }
+                if rng.gen_bool(0.7) {
+                    match cl.fenced_write(&tag, token) {
+                        Res::Ok => st.accepted_writes += 1,
+                        r if stale(&r) => st.stale_writes += 1,
+                        _ => {}
+                    }
+                }
+                for _ in 0..holds {
+                    if cl.op(Op::Release, &key, 0, None) == Res::NotHeld {
+                        st.expired += 1;
+                        break;
+                    }
+                }
+                st.cycles += 1;
+            }
+            st.unknowns = cl.unknowns as u64;
+            (st, cl.errors)
+        }));
+    }
+    collect(handles)
+}
+
+/// Runs the read-write load: mostly readers, some writers, upgrades and downgrades.
+fn rw_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u64) -> Stats {
+    let stop = Stop::after(load.limit);
+    let mut handles = vec![];
+    for c in 0..load.clients {
+        let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
+        let port = s.port;
+        handles.push(thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 101) * 0x9e37_79b9);
+            let mut cl = Client::new(port, format!("rw{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
+            let mut st = Stats::default();
+            while st.cycles < load.cycles && !stop.stopped() {
+                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
+                let hold = Duration::from_micros(rng.gen_range(load.hold_us.0..=load.hold_us.1));
+                if rng.gen_bool(0.2) {
+                    // Writer: write, maybe downgrade, release.
+                    let token = match cl.op(Op::WLock, &key, ttl, Some(load.wait_ms)) {
+                        Res::Granted(t) => t,
+                        _ => continue,
+                    };
+                    st.grants += 1;
+                    match cl.fenced_write(&tag, token) {
+                        Res::Ok => st.accepted_writes += 1,
+                        r if stale(&r) => st.stale_writes += 1,
+                        _ => {}
+                    }
+                    thread::sleep(hold);
+                    let downgrade = rng.gen_bool(0.3) && matches!(cl.op(Op::RLock, &key, ttl, None), Res::Granted(_));
+                    if downgrade {
+                        st.downgrades += 1;
+                    }
+                    if cl.op(Op::WUnlock, &key, 0, None) == Res::NotHeld {
+                        st.expired += 1;
+                    }
+                    if downgrade {
+                        thread::sleep(hold);
+                        if cl.op(Op::RUnlock, &key, 0, None) == Res::NotHeld {
+                            st.expired += 1;
+                        }
+                    }
+                } else {
+                    // Reader: maybe reenter, extend or try to upgrade.
+                    let token = match cl.op(Op::RLock, &key, ttl, Some(load.wait_ms)) {
+                        Res::Granted(t) => t,
+                        _ => continue,
+                    };
+                    st.grants += 1;
+                    let mut holds = 1;
+                    if rng.gen_bool(0.15) {
+                        // (A new token when the lease had just ended: the checker judges.)
+                        if cl.op(Op::RLock, &key, ttl, None) == Res::Granted(token) {
+                            holds += 1;
+                            st.reentries += 1;
+                        }
+                    }
+                    if rng.gen_bool(0.15) && cl.op(Op::RwExtend, &key, ttl, None) == Res::NotHeld {
+                        st.expired += 1;
+                    }
+                    thread::sleep(hold);
+                    if rng.gen_bool(0.1) {
+                        // Upgrade only if sole reader (a single try: two waiting upgraders
+                        // would wait for each other).
+                        if let Res::Granted(wt) = cl.op(Op::WLock, &key, ttl, None) {
+                            st.upgrades += 1;
+                            match cl.fenced_write(&tag, wt) {
+                                Res::Ok => st.accepted_writes += 1,
+                                r if stale(&r) => st.stale_writes += 1,
+                                _ => {}
+                            }
+                            if cl.op(Op::WUnlock, &key, 0, None) == Res::NotHeld {
+                                st.expired += 1;
+                            }
+                        }
+                    }
+                    for _ in 0..holds {
+                        if cl.op(Op::RUnlock, &key, 0, None) == Res::NotHeld {
+                            st.expired += 1;
+                            break;
+                        }
+                    }
+                }
+                st.cycles += 1;
+            }
+            st.unknowns = cl.unknowns as u64;
+            (st, cl.errors)
+        }));
+    }
+    collect(handles)
+}
+
+fn collect(handles: Vec<thread::JoinHandle<(Stats, Vec<String>)>>) -> Stats {
+    let mut total = Stats::default();
+    let mut errors = vec![];
+    for h in handles {
+        let (st, errs) = h.join().expect("a workload client panicked");
+        total += st;
+        errors.extend(errs);
+    }
+    // Error replies other than a stale fenced write mean a broken command.
+    assert!(errors.is_empty(), "error replies: {:?}", &errors[..errors.len().min(10)]);
+    total
+}
+
+/// The checks common to every load: the history is clean, the fenced resource accepted
+/// tokens in non-decreasing order, nothing is left blocked, the server is alive.
+fn verify(s: &mut Server, rec: &Recorder, tag: &str, what: &str) {
+    let events = rec.events();
+    let t = std::time::Instant::now();
+    let violations = history::check(&events);
+    eprintln!("{what}: {} events checked in {:?}", events.len(), t.elapsed());
+    if !violations.is_empty() {
+        s.dump_log();
+        panic!("{what}: the history checker found violations:\n{}", history::render(&events, &violations, 10));
+    }
+    let mut c = s.conn();
+    let log: Vec<i64> = redis::cmd("LRANGE").arg(format!("{{{tag}}}:log")).arg(0).arg(-1).query(&mut c).unwrap();
+    let accepted = events.iter().filter(|e| e.op == Op::FenceWrite && e.res == Res::Ok).count();
+    let fence_v = history::check_fence_log(tag, &log);
+    assert!(fence_v.is_empty(), "{what}: {}", fence_v.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"));
+    // Every acknowledged write is in the resource (and only those, plus lost replies).
+    let unknown = events.iter().filter(|e| e.op == Op::FenceWrite && e.res == Res::Unknown).count();
+    assert!(
+        log.len() >= accepted && log.len() <= accepted + unknown,
+        "{what}: the resource holds {} writes, {accepted} were acknowledged ({unknown} indeterminate)",
+        log.len()
+    );
+    wait_until(Duration::from_secs(10), "no client is left blocked", || {
+        info(&mut c, "clients").get("blocked_clients").map(String::as_str) == Some("0")
+    });
+    s.assert_alive();
+}
+
+fn report(what: &str, st: &Stats, elapsed: Duration) {
+    eprintln!("{what}: {st:?} in {elapsed:?}");
+}
+
+#[test]
+fn contention_50_clients_on_one_mutex() {
+    let seed = chaos::seed();
+    eprintln!("CHAOS_SEED={seed}");
+    let mut s = Server::new();
+    let rec = Recorder::with_base(chaos::epoch());
+
+    // Leases far longer than any critical section.
+    let long = Load {
+        clients: 50,
+        cycles: scale(30, 200),
+        ttl: (2_000, 5_000),
+        hold_us: (0, 500),
+        wait_ms: 10_000,
+        limit: Duration::from_secs(scale(60, 240)),
+    };
+    let t = std::time::Instant::now();
+    let st = mutex_load(&s, &rec, "mutex", "mf", long, seed);
+    report("mutex, long leases", &st, t.elapsed());
+    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.grants >= st.cycles && st.reentries > 0 && st.accepted_writes > 0, "{st:?}");
+    assert_eq!(st.expired, 0, "a lease of seconds ended inside a critical section of < 1 ms: {st:?}");
+    assert_eq!(st.stale_writes, 0, "a holder's fenced write was refused with no lease ended: {st:?}");
+    verify(&mut s, &rec, "mf", "mutex, long leases");
+    let mut c = s.conn();
+    assert!(lock_info(&mut c, "mutex").is_none(), "the mutex should be free and gone at the end");
+}
+
+#[test]
+fn contention_50_clients_on_one_mutex_with_leases_ending_mid_section() {
+    let seed = chaos::seed();
+    eprintln!("CHAOS_SEED={seed}");
+    let mut s = Server::new();
+    let rec = Recorder::with_base(chaos::epoch());
+    // Leases of 3..25 ms and sections of up to 20 ms: some leases end inside.
+    let short = Load {
+        clients: 50,
+        cycles: scale(6, 50),
+        ttl: (3, 25),
+        hold_us: (0, 20_000),
+        wait_ms: 10_000,
+        limit: Duration::from_secs(scale(60, 240)),
+    };
+    let t = std::time::Instant::now();
+    let st = mutex_load(&s, &rec, "mutex", "mf", short, seed);
+    report("mutex, short leases", &st, t.elapsed());
+    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.expired > 0, "no lease ended inside a critical section, the phase tested nothing: {st:?}");
+    verify(&mut s, &rec, "mf", "mutex, short leases");
+}
+
+#[test]
+fn contention_50_clients_mixed_readers_and_writers() {
+    let seed = chaos::seed();
+    eprintln!("CHAOS_SEED={seed}");
+    let mut s = Server::new();
+    let rec = Recorder::with_base(chaos::epoch());
+    let long = Load {
+        clients: 50,
+        cycles: scale(30, 200),
+        ttl: (2_000, 5_000),
+        hold_us: (0, 1_000),
+        wait_ms: 10_000,
+        limit: Duration::from_secs(scale(60, 240)),
+    };
+    let t = std::time::Instant::now();
+    let st = rw_load(&s, &rec, "rw", "rwf", long, seed);
+    report("rwlock, long leases", &st, t.elapsed());
+    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.accepted_writes > 0 && st.reentries > 0 && st.downgrades > 0, "{st:?}");
+    assert_eq!(st.expired, 0, "a lease of seconds ended inside a short section: {st:?}");
+    assert_eq!(st.stale_writes, 0, "{st:?}");
+    // Readers shared: at some moment two readers surely held at once.
+    let events = rec.events();
+    assert!(shared_reads(&events), "no two read holds ever coexisted: the load did not mix");
+    verify(&mut s, &rec, "rwf", "rwlock, long leases");
+    let mut c = s.conn();
+    assert_eq!(ok(&mut c, &["RWLOCK.INFO", "rw"]), redis::Value::Nil, "the read-write lock should be free at the end");
+
+    // Then with leases that end mid-section.
+    let short = Load { cycles: scale(6, 50), ttl: (3, 25), hold_us: (0, 15_000), ..long };
+    let rec2 = Recorder::with_base(chaos::epoch());
+    let t = std::time::Instant::now();
+    let st = rw_load(&s, &rec2, "rw2", "rwf2", short, seed.wrapping_add(1));
+    report("rwlock, short leases", &st, t.elapsed());
+    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.expired > 0, "no lease ended inside a section: {st:?}");
+    verify(&mut s, &rec2, "rwf2", "rwlock, short leases");
+}
+
+/// True when two read grants of different owners were both answered before either
+/// owner's unlock was sent (so both surely held at once).
+fn shared_reads(events: &[history::Event]) -> bool {
+    let mut by_owner: std::collections::HashMap<&str, Vec<&history::Event>> = Default::default();
+    for e in events.iter().filter(|e| e.key == "rw") {
+        by_owner.entry(e.owner.as_str()).or_default().push(e);
+    }
+    // Each owner's read holds as [grant complete, next RUNLOCK invoke).
+    let mut holds: Vec<(Duration, Duration)> = vec![];
+    for evs in by_owner.values() {
+        let mut start = None;
+        for e in evs {
+            match (e.op, &e.res) {
+                (Op::RLock, Res::Granted(_)) if start.is_none() => start = Some(e.complete),
+                (Op::RUnlock, _) => {
+                    if let Some(st) = start.take() {
+                        holds.push((st, e.invoke));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    holds.sort();
+    holds.windows(2).any(|w| w[1].0 < w[0].1)
+}
