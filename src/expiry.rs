@@ -78,12 +78,22 @@ pub fn arm(ctx: &Context) {
 
 fn on_timer(ctx: &Context, _: ()) {
     state::with(|g| g.timer = None);
+    end_due_leases(ctx);
+    arm(ctx);
+}
+
+/// Ends the leases that are due, on the master. The timer calls it at the earliest
+/// deadline; so does every pass of the event loop that finds a deadline passed, which
+/// hands a lock over sooner than the millisecond timer can and follows a wall clock that
+/// stepped forward (module timers run on the monotonic clock, deadlines on the wall
+/// clock).
+fn end_due_leases(ctx: &Context) {
     if !is_master(ctx) {
         return;
     }
     let now = now_ms();
-    // A firing works for at most EXPIRY_SLICE, so the server stays responsive when a
-    // million leases end in the same second; the timer re-arms at once for the rest.
+    // Work for at most EXPIRY_SLICE, so the server stays responsive when a million
+    // leases end in the same second; the rest is for the next pass or timer firing.
     let started = Instant::now();
     while started.elapsed() < EXPIRY_SLICE {
         let due = state::with(|g| g.deadlines.take_due(now, EXPIRY_BATCH));
@@ -96,7 +106,6 @@ fn on_timer(ctx: &Context, _: ()) {
             }
         }
     }
-    arm(ctx);
 }
 
 /// Brings a lock key up to date: ends leases that are over, deletes the key of a free
@@ -170,9 +179,15 @@ unsafe extern "C" fn on_loading(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisMod
 }
 
 unsafe extern "C" fn on_event_loop(ctx: *mut raw::RedisModuleCtx, _e: raw::RedisModuleEvent, sub: u64, _data: *mut c_void) {
-    if sub == raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
-        blocking::settle_noted(&Context::new(ctx));
+    if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
+        return;
     }
+    let ctx = Context::new(ctx);
+    if state::with(|g| g.deadlines.earliest()).is_some_and(|earliest| earliest <= now_ms()) {
+        end_due_leases(&ctx);
+        arm(&ctx);
+    }
+    blocking::settle_noted(&ctx);
 }
 
 pub fn subscribe_server_events(ctx: &Context) -> bool {
