@@ -7,7 +7,7 @@ RUN_DIR := $(CURDIR)/.run
 NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc \
          valgrind:valgrind faketime:faketime
 
-.PHONY: all deps build run test bench clean
+.PHONY: all deps build run test bench chaos clean
 
 all: build
 
@@ -39,6 +39,12 @@ run: deps build
 test: deps build
 	cargo test --release
 	BENCH_QUICK=1 cargo bench --bench bench
+
+# The fault suite at full size (under 15 minutes on 2 cores); `make test` runs it short.
+CHAOS_TESTS := checker chaos_contention chaos_blocked chaos_frozen chaos_paused \
+               chaos_crash chaos_failover chaos_clock chaos_input
+chaos: deps build
+	CHAOS_FULL=1 cargo test --release $(addprefix --test ,$(CHAOS_TESTS))
 
 # Side-by-side figures against SET NX PX + Lua and a Redisson-style lock (~5 min).
 bench: deps build

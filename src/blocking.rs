@@ -19,6 +19,8 @@
 use std::collections::HashMap;
 use std::os::raw::{c_int, c_void};
 
+use redis_module::key::RedisKeyWritable;
+use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, RedisString, RedisValue};
 
 use crate::error::{Error, Result};
@@ -119,6 +121,32 @@ pub fn signal_ready(ctx: &Context, key: &RedisString) {
         if let Some(signal) = raw::RedisModule_SignalKeyAsReady {
             signal(ctx.ctx, key.inner);
         }
+    }
+}
+
+/// A lock nobody holds keeps its key only while clients wait on it (Redis 7.0 retries
+/// blocked clients only on existing keys), and then the front waiter is served at once;
+/// otherwise it leaves no key. `empty` makes the value for a key that is not there yet.
+/// Returns true when it deleted the key.
+pub fn leave_unheld<T>(
+    ctx: &Context,
+    handle: &RedisKeyWritable,
+    key: &RedisString,
+    existed: bool,
+    lock_type: &RedisType,
+    empty: fn() -> T,
+) -> Result<bool> {
+    if count(selected_db(ctx), key.as_slice()) > 0 {
+        if !existed {
+            handle.set_value(lock_type, empty())?;
+        }
+        signal_ready(ctx, key);
+        Ok(false)
+    } else if existed {
+        handle.delete()?;
+        Ok(true)
+    } else {
+        Ok(false)
     }
 }
 

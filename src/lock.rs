@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use redis_module::key::RedisKeyWritable;
 use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
 
 use crate::args;
@@ -40,28 +39,10 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Mutex, Milli
         }
     } else {
         effects::replicate_mutex(ctx, key, None);
-        leave_free(ctx, &handle, key, existed)?;
+        blocking::leave_unheld(ctx, &handle, key, existed, &MUTEX_TYPE, Mutex::default)?;
     }
     expiry::track(ctx, key, old_deadline, new_deadline);
     result
-}
-
-/// A free lock keeps its key only while clients wait on it (Redis 7.0 retries blocked
-/// clients only on existing keys), and then the first waiter is served at once.
-/// Returns true when it deleted the key.
-fn leave_free(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
-    if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
-        if !existed {
-            handle.set_value(&MUTEX_TYPE, Mutex::default())?;
-        }
-        blocking::signal_ready(ctx, key);
-        Ok(false)
-    } else if existed {
-        handle.delete()?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
 }
 
 /// Brings a key up to date outside of any command (expiry timer, before-sleep): ends an
@@ -86,7 +67,7 @@ pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
         expiry::track(ctx, key, deadline, None);
     }
     // A free key from a snapshot had no DEL propagated yet; one that just ended did.
-    if let Ok(true) = leave_free(ctx, &handle, key, existed) {
+    if let Ok(true) = blocking::leave_unheld(ctx, &handle, key, existed, &MUTEX_TYPE, Mutex::default) {
         if !ended {
             effects::replicate_mutex(ctx, key, None);
         }

@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use redis_module::key::RedisKeyWritable;
 use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
 
 use crate::args;
@@ -39,7 +38,7 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut RwLock, Mill
     // again after each reader granted in a pass.
     let dropped = changes.iter().any(|(mode, owner)| lock.get(*mode, owner).is_none());
     if lock.is_empty() {
-        leave_empty(ctx, &handle, key, existed)?;
+        blocking::leave_unheld(ctx, &handle, key, existed, &RWLOCK_TYPE, RwLock::default)?;
     } else {
         if !existed {
             handle.set_value(&RWLOCK_TYPE, fresh)?;
@@ -50,23 +49,6 @@ fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut RwLock, Mill
     }
     expiry::track(ctx, key, old_earliest, new_earliest);
     result
-}
-
-/// An empty lock keeps its key only while clients wait on it, and they are served at
-/// once. Returns true when it deleted the key.
-fn leave_empty(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
-    if blocking::count(selected_db(ctx), key.as_slice()) > 0 {
-        if !existed {
-            handle.set_value(&RWLOCK_TYPE, RwLock::default())?;
-        }
-        blocking::signal_ready(ctx, key);
-        Ok(false)
-    } else if existed {
-        handle.delete()?;
-        Ok(true)
-    } else {
-        Ok(false)
-    }
 }
 
 /// Brings a key up to date outside of any command (see `lock::settle`).
@@ -91,7 +73,7 @@ pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
     }
     // The last propagated drop deletes the key on replicas; an empty lock loaded from a
     // snapshot had nothing to drop, so its deletion is propagated here.
-    if let Ok(true) = leave_empty(ctx, &handle, key, existed) {
+    if let Ok(true) = blocking::leave_unheld(ctx, &handle, key, existed, &RWLOCK_TYPE, RwLock::default) {
         if !dropped_any {
             effects::replicate_del(ctx, key);
         }
