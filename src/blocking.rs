@@ -212,7 +212,7 @@ unsafe extern "C" fn on_ready(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut ra
         return raw::REDISMODULE_ERR as c_int;
     }
     let ctx = Context::new(ctx);
-    let key = ctx.create_string(&*ticket.key);
+    let key = RedisString::create_from_slice(ctx.ctx, &ticket.key);
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         match ticket.what {
             WaitFor::Mutex => lock::acquire_as_waiter(&ctx, &key, &ticket.owner, ticket.ttl, ticket.id),
@@ -285,7 +285,7 @@ pub fn settle_noted(ctx: &Context) {
     let home = selected_db(ctx);
     for (db, key) in noted {
         if unsafe { raw::RedisModule_SelectDb.is_some_and(|f| f(ctx.ctx, db) == raw::REDISMODULE_OK as i32) } {
-            expiry::settle(ctx, &ctx.create_string(&*key), now);
+            expiry::settle(ctx, &RedisString::create_from_slice(ctx.ctx, &key), now);
         }
     }
     unsafe {

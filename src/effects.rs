@@ -23,7 +23,7 @@ use crate::expiry;
 use crate::logic::fence::Fence;
 use crate::logic::mutex::{Holder, Mutex};
 use crate::logic::rwlock::{Hold, HolderKey, Mode, RwLock};
-use crate::state;
+use crate::state::{self, now_ms};
 use crate::types::{FENCE_TYPE, MUTEX_TYPE, RWLOCK_TYPE};
 
 pub const MUTEX_EFFECT: &str = "FENCELOCK.MUTEX";
@@ -120,7 +120,7 @@ pub fn mutex_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue>
         Some(m) => *m = Mutex::with_holder(holder),
         None => handle.set_value(&MUTEX_TYPE, Mutex::with_holder(holder))?,
     }
-    state::with(|g| g.tokens.observe(token));
+    state::with(|g| g.tokens.observe(token, now_ms()));
     expiry::track(ctx, &key, old_deadline, Some(deadline));
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
@@ -142,7 +142,7 @@ pub fn fence_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue>
         Some(f) => *f = fence,
         None => handle.set_value(&FENCE_TYPE, fence)?,
     }
-    state::with(|g| g.tokens.observe(issued));
+    state::with(|g| g.tokens.observe(issued, now_ms()));
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
@@ -183,7 +183,7 @@ pub fn rw_hold_effect(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValu
             earliest
         }
     };
-    state::with(|g| g.tokens.observe(token));
+    state::with(|g| g.tokens.observe(token, now_ms()));
     expiry::track(ctx, &key, old_earliest, new_earliest);
     ctx.replicate_verbatim();
     Ok(RedisValue::SimpleStringStatic("OK"))

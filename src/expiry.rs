@@ -71,7 +71,7 @@ pub fn arm(ctx: &Context) {
     if let Some((id, _)) = previous {
         let _ = ctx.stop_timer::<()>(id);
     }
-    let delay = (earliest - now_ms()).clamp(0, i64::MAX) as u64;
+    let delay = earliest.saturating_sub(now_ms()).max(0) as u64;
     let id = ctx.create_timer(Duration::from_millis(delay), on_timer, ());
     state::with(|g| g.timer = Some((id, earliest)));
 }
@@ -102,7 +102,7 @@ fn end_due_leases(ctx: &Context) {
         }
         for (db, key) in due {
             if select_db(ctx, db) {
-                settle(ctx, &ctx.create_string(key), now);
+                settle(ctx, &RedisString::create_from_slice(ctx.ctx, &key), now);
             }
         }
     }
@@ -131,7 +131,7 @@ pub fn on_keyspace_event(ctx: &Context, _event_type: NotifyEvent, event: &str, k
         }
         _ => return,
     }
-    let name = ctx.create_string(key);
+    let name = RedisString::create_from_slice(ctx.ctx, key);
     let handle = ctx.open_key(&name);
     // A free lock stored by a snapshot is given deadline 0, so the timer deletes it.
     let deadline = match kind_of(&handle) {

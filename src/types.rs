@@ -161,6 +161,20 @@ unsafe fn digest_end(md: *mut raw::RedisModuleDigest) {
     }
 }
 
+/// A stored hold could have been made by this module: a token from a clock, a lease no
+/// longer than the contract allows from about now, a hold count an i64 can report.
+/// Anything else is a corrupt payload (RESTORE of a forged DUMP) and is refused (`None`).
+/// A deadline up to 30 days past the longest lease (a master's clock ahead of ours) is
+/// brought back to now + 2^40: a lease never grows by being loaded.
+fn sane_hold(token: i64, deadline: i64, holds: u64) -> Option<i64> {
+    let now = state::now_ms();
+    let longest = now.saturating_add(crate::logic::MAX_TTL_MS);
+    let sane = crate::logic::tokens::plausible(token, now)
+        && (0..=longest.saturating_add(30 * 86_400_000)).contains(&deadline)
+        && (1..=i64::MAX as u64).contains(&holds);
+    sane.then(|| deadline.min(longest))
+}
+
 // ---- token floor (aux) -----------------------------------------------------------
 
 unsafe extern "C" fn floor_aux_save(rdb: *mut raw::RedisModuleIO, _when: c_int) {
@@ -173,7 +187,7 @@ unsafe extern "C" fn floor_aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int,
     }
     match raw::load_signed(rdb) {
         Ok(floor) => {
-            state::with(|g| g.tokens.observe(floor));
+            state::with(|g| g.tokens.observe(floor, state::now_ms()));
             raw::REDISMODULE_OK as c_int
         }
         Err(_) => raw::REDISMODULE_ERR as c_int,
@@ -204,20 +218,23 @@ unsafe extern "C" fn mutex_rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int)
     if encver != ENCODING_VERSION {
         return ptr::null_mut();
     }
-    let load = || -> Result<Mutex, redis_module::error::Error> {
+    let load = || -> Result<Option<Mutex>, redis_module::error::Error> {
         let owner = raw::load_string_buffer(rdb)?.as_ref().to_vec();
         let token = raw::load_signed(rdb)?;
         let deadline = raw::load_signed(rdb)?;
         let holds = raw::load_unsigned(rdb)?;
-        if owner.is_empty() || token <= 0 || holds == 0 {
-            return Ok(Mutex::default());
+        if owner.is_empty() && token == 0 && holds == 0 {
+            return Ok(Some(Mutex::default()));
         }
-        state::with(|g| g.tokens.observe(token));
-        Ok(Mutex::with_holder(Holder { owner, token, deadline, holds }))
+        let Some(deadline) = sane_hold(token, deadline, holds).filter(|_| !owner.is_empty()) else {
+            return Ok(None);
+        };
+        state::with(|g| g.tokens.observe(token, state::now_ms()));
+        Ok(Some(Mutex::with_holder(Holder { owner, token, deadline, holds })))
     };
     match load() {
-        Ok(m) => boxed(m),
-        Err(_) => ptr::null_mut(),
+        Ok(Some(m)) => boxed(m),
+        _ => ptr::null_mut(),
     }
 }
 
@@ -299,14 +316,18 @@ unsafe extern "C" fn rwlock_rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int
             let token = raw::load_signed(rdb)?;
             let deadline = raw::load_signed(rdb)?;
             let holds = raw::load_unsigned(rdb)?;
-            if owner.is_empty() || token <= 0 || holds == 0 || lock.get(mode, &owner).is_some() {
+            let sane = sane_hold(token, deadline, holds).filter(|_| !owner.is_empty() && lock.get(mode, &owner).is_none());
+            let Some(deadline) = sane else {
                 return Ok(None);
-            }
+            };
             highest = highest.max(token);
             lock.set(mode, &owner, Some(Hold { token, deadline, holds }));
         }
         lock.take_changes();
-        state::with(|g| g.tokens.observe(highest));
+        if !lock.exclusive() {
+            return Ok(None);
+        }
+        state::with(|g| g.tokens.observe(highest, state::now_ms()));
         Ok(Some(lock))
     };
     match load() {
@@ -370,7 +391,7 @@ unsafe extern "C" fn fence_rdb_load(rdb: *mut raw::RedisModuleIO, encver: c_int)
     };
     match load() {
         Ok(f) if f.highest >= 0 && f.issued >= 0 && f.issued <= f.highest => {
-            state::with(|g| g.tokens.observe(f.issued));
+            state::with(|g| g.tokens.observe(f.issued, state::now_ms()));
             boxed(f)
         }
         _ => ptr::null_mut(),

@@ -95,7 +95,7 @@ impl Mutex {
         self.end_if_over(now);
         match &mut self.holder {
             Some(h) if h.owner == owner => {
-                h.holds += 1;
+                h.holds = h.holds.saturating_add(1);
                 h.deadline = now + ttl;
                 Ok(Acquire::Reentered(h.token))
             }

@@ -149,6 +149,16 @@ impl RwLock {
         ended
     }
 
+    /// The exclusion invariant: at most one writer, and no reader but the writer itself.
+    /// Holds set one by one (loading) are checked with it.
+    pub fn exclusive(&self) -> bool {
+        let writers = self.holds.keys().filter(|(m, _)| *m == Mode::Write).count();
+        match self.writer() {
+            None => writers == 0,
+            Some(w) => writers == 1 && self.readers_only(w),
+        }
+    }
+
     fn writer(&self) -> Option<&[u8]> {
         self.holds.keys().next().filter(|(m, _)| *m == Mode::Write).map(|(_, o)| o.as_slice())
     }
@@ -176,7 +186,7 @@ impl RwLock {
         self.end_over(now);
         if let Some(held) = self.get(mode, owner).copied() {
             // Reentry is granted whoever waits: refusing it would deadlock the holder.
-            let hold = Hold { holds: held.holds + 1, deadline: now + ttl, ..held };
+            let hold = Hold { holds: held.holds.saturating_add(1), deadline: now + ttl, ..held };
             self.set(mode, owner, Some(hold));
             return Ok(Acquire::Reentered(held.token));
         }
@@ -475,6 +485,7 @@ mod model {
             if let Some(((_, w), _)) = writers.first() {
                 assert!(live.iter().all(|((_, o), _)| o == w), "a writer with other holders: {live:?}");
             }
+            assert!(self.lock.exclusive(), "exclusive() disagrees: {live:?}");
             // The lock agrees with the model on every live hold.
             assert_eq!(live.len(), self.model.len(), "{live:?} vs {:?}", self.model);
             for ((mode, owner), (token, holds, deadline)) in &self.model {

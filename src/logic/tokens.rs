@@ -40,6 +40,15 @@ pub fn wall_part(now: Millis) -> Token {
     (now.saturating_sub(EPOCH_MS)).clamp(0, i64::MAX >> SHIFT) << SHIFT
 }
 
+/// How far ahead of the wall clock a token may be and still count as one a clock issued
+/// (a master's clock ahead of ours, a clock stepped back since): 30 days.
+const PLAUSIBLE_AHEAD_MS: Millis = 30 * 86_400_000;
+
+/// True when `token` could have come from a token clock at about `now`.
+pub fn plausible(token: Token, now: Millis) -> bool {
+    token > 0 && token <= wall_part(now.saturating_add(PLAUSIBLE_AHEAD_MS))
+}
+
 impl TokenClock {
     /// The highest token issued or observed so far (0 when none).
     pub fn floor(&self) -> Token {
@@ -47,16 +56,27 @@ impl TokenClock {
     }
 
     /// Learn of a token issued elsewhere (loaded, replicated): later tokens exceed it.
-    pub fn observe(&mut self, token: Token) {
-        self.floor = self.floor.max(token);
+    /// A token far beyond any clock (see `plausible`) is ignored, so a corrupt payload
+    /// cannot exhaust the token space of the whole server.
+    pub fn observe(&mut self, token: Token, now: Millis) {
+        if plausible(token, now) {
+            self.floor = self.floor.max(token);
+        }
     }
 
     /// A fresh token, greater than every token issued or observed so far and greater
     /// than `above` (a key's own highest token, which may come from a client).
+    ///
+    /// When `above` is what carries the token beyond any clock (a client recorded a huge
+    /// number with `FENCE.CHECK`), the token is issued for that key but does not become
+    /// the server-wide floor: one client must not push every key's tokens towards
+    /// `i64::MAX` or past 2^53.
     pub fn issue(&mut self, now: Millis, above: Token) -> Result<Token, TokensExhausted> {
-        let next = self.floor.max(above).checked_add(1).ok_or(TokensExhausted)?;
-        let token = next.max(wall_part(now));
-        self.floor = token;
+        let own = self.floor.checked_add(1).ok_or(TokensExhausted)?.max(wall_part(now));
+        let token = own.max(above.checked_add(1).ok_or(TokensExhausted)?);
+        if token == own || plausible(token, now) {
+            self.floor = token;
+        }
         Ok(token)
     }
 }
@@ -99,9 +119,9 @@ mod tests {
         // A restart or a replica learns of tokens issued by another clock, possibly
         // one running ahead of ours.
         let mut clock = TokenClock::default();
-        clock.observe(wall_part(NOW + 10_000));
+        clock.observe(wall_part(NOW + 10_000), NOW);
         assert_eq!(clock.issue(NOW, 0).unwrap(), wall_part(NOW + 10_000) + 1);
-        clock.observe(5);
+        clock.observe(5, NOW);
         assert_eq!(clock.floor(), wall_part(NOW + 10_000) + 1);
     }
 
@@ -112,7 +132,7 @@ mod tests {
         let mut master = TokenClock::default();
         let mut replica = TokenClock::default();
         let seen = master.issue(NOW, 0).unwrap();
-        replica.observe(seen);
+        replica.observe(seen, NOW);
         let mut missed = 0;
         for _ in 0..1000 {
             missed = master.issue(NOW + 1, 0).unwrap();
@@ -134,7 +154,22 @@ mod tests {
         let mut clock = TokenClock::default();
         assert_eq!(clock.issue(NOW, i64::MAX), Err(TokensExhausted));
         assert_eq!(clock.issue(NOW, i64::MAX - 1).unwrap(), i64::MAX);
-        assert_eq!(clock.issue(NOW, 0), Err(TokensExhausted));
+    }
+
+    #[test]
+    fn a_key_pushed_beyond_any_clock_does_not_drag_the_floor_along() {
+        let mut clock = TokenClock::default();
+        let normal = clock.issue(NOW, 0).unwrap();
+        assert_eq!(clock.issue(NOW, i64::MAX - 1).unwrap(), i64::MAX);
+        assert_eq!(clock.issue(NOW, 1 << 60).unwrap(), (1 << 60) + 1);
+        let next = clock.issue(NOW, 0).unwrap();
+        assert_eq!(next, normal + 1, "other keys go on from the clock");
+        clock.observe(i64::MAX, NOW);
+        assert_eq!(clock.issue(NOW, 0).unwrap(), next + 1, "an implausible loaded token is ignored");
+        // An hour ahead is plausible (a master's clock ahead, a stepped clock): followed.
+        let ahead = wall_part(NOW + 3_600_000);
+        assert_eq!(clock.issue(NOW, ahead).unwrap(), ahead + 1);
+        assert_eq!(clock.issue(NOW, 0).unwrap(), ahead + 2);
     }
 
     #[test]
