@@ -1,7 +1,7 @@
 //! Argument parsing shared by the commands, in the redismodule-rs style:
 //! `let mut args = args.into_iter().skip(1); let key = args.next_arg()?; ... args.done()?`.
 
-use redis_module::RedisString;
+use redis_module::{NextArg, RedisString};
 
 use crate::error::{Error, Result};
 use crate::logic::{Millis, Token, MAX_TTL_MS};
@@ -63,6 +63,51 @@ pub fn take(args: Vec<RedisString>, exact: usize, extra: usize) -> Result<std::i
         return Err(Error::WrongArity);
     }
     Ok(args.into_iter().skip(1))
+}
+
+/// The arguments every lock command takes: `key owner`, then `ttl` and `[WAIT timeout]`
+/// for the commands whose shape has them.
+pub struct LockCall {
+    pub key: RedisString,
+    owner: RedisString,
+    /// 0 for `Shape::KeyOwner`.
+    pub ttl: Millis,
+    pub wait: Option<Millis>,
+}
+
+impl LockCall {
+    /// Checked non-empty when parsed.
+    pub fn owner(&self) -> &[u8] {
+        self.owner.as_slice()
+    }
+}
+
+pub enum Shape {
+    /// `key owner` (release, unlock)
+    KeyOwner,
+    /// `key owner ttl` (extend)
+    KeyOwnerTtl,
+    /// `key owner ttl [WAIT timeout]` (acquire)
+    Acquire,
+}
+
+/// Parses a lock command's arguments, checking arity, then owner, ttl and WAIT in order.
+pub fn lock_call(args: Vec<RedisString>, shape: Shape) -> Result<LockCall> {
+    let (exact, extra) = match shape {
+        Shape::KeyOwner => (2, 0),
+        Shape::KeyOwnerTtl => (3, 0),
+        Shape::Acquire => (3, 2),
+    };
+    let mut args = take(args, exact, extra)?;
+    let key = args.next_arg()?;
+    let owner = args.next_arg()?;
+    self::owner(&owner)?;
+    let ttl = match shape {
+        Shape::KeyOwner => 0,
+        Shape::KeyOwnerTtl | Shape::Acquire => self::ttl(&args.next_arg()?)?,
+    };
+    let wait = wait_option(&mut args)?;
+    Ok(LockCall { key, owner, ttl, wait })
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
 
-use crate::args;
+use crate::args::{self, Shape};
 use crate::blocking::{self, WaitFor};
 use crate::effects;
 use crate::error::{Error, Result};
@@ -81,22 +81,18 @@ pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
 }
 
 fn acquire(ctx: &Context, args: Vec<RedisString>, mode: Mode) -> Result<RedisValue> {
-    let mut args = args::take(args, 3, 2)?;
-    let key = args.next_arg()?;
-    let owner_arg = args.next_arg()?;
-    let owner = args::owner(&owner_arg)?;
-    let ttl = args::ttl(&args.next_arg()?)?;
-    let wait = args::wait_option(&mut args)?;
+    let call = args::lock_call(args, Shape::Acquire)?;
+    let (key, owner, ttl) = (&call.key, call.owner(), call.ttl);
 
     let db = selected_db(ctx);
-    let outcome = update(ctx, &key, |lock, now| {
+    let outcome = update(ctx, key, |lock, now| {
         let others_first = blocking::others_first(db, key.as_slice(), None);
         state::with(|g| lock.acquire(mode, owner, ttl, now, &mut g.tokens, others_first)).map_err(Error::from)
     })?;
-    match (outcome, wait) {
+    match (outcome, call.wait) {
         (Acquire::Granted(token) | Acquire::Reentered(token), _) => Ok(RedisValue::Integer(token)),
         (Acquire::Busy, Some(timeout)) if blocking::can_block(ctx) => {
-            blocking::block(ctx, &key, owner, ttl, timeout, WaitFor::Rw(mode))
+            blocking::block(ctx, key, owner, ttl, timeout, WaitFor::Rw(mode))
         }
         (Acquire::Busy, _) => Ok(RedisValue::Null),
     }
@@ -126,11 +122,8 @@ pub fn wlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 }
 
 fn unlock(ctx: &Context, args: Vec<RedisString>, mode: Mode) -> Result<RedisValue> {
-    let mut args = args::take(args, 2, 0)?;
-    let key = args.next_arg()?;
-    let owner_arg = args.next_arg()?;
-    let owner = args::owner(&owner_arg)?;
-    let released = update(ctx, &key, |lock, now| Ok(lock.release(mode, owner, now)))?;
+    let call = args::lock_call(args, Shape::KeyOwner)?;
+    let released = update(ctx, &call.key, |lock, now| Ok(lock.release(mode, call.owner(), now)))?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
@@ -146,12 +139,8 @@ pub fn wunlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 
 /// `RWLOCK.EXTEND key owner ttl`
 pub fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
-    let mut args = args::take(args, 3, 0)?;
-    let key = args.next_arg()?;
-    let owner_arg = args.next_arg()?;
-    let owner = args::owner(&owner_arg)?;
-    let ttl = args::ttl(&args.next_arg()?)?;
-    let extended = update(ctx, &key, |lock, now| Ok(lock.extend(owner, ttl, now)))?;
+    let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
+    let extended = update(ctx, &call.key, |lock, now| Ok(lock.extend(call.owner(), call.ttl, now)))?;
     Ok(RedisValue::Integer(extended as i64))
 }
 
