@@ -208,6 +208,12 @@ fn leave(ticket: &Ticket) {
 /// lock is free. `REDISMODULE_ERR` keeps the client blocked.
 unsafe extern "C" fn on_ready(ctx: *mut raw::RedisModuleCtx, _argv: *mut *mut raw::RedisModuleString, _argc: c_int) -> c_int {
     let Some(ticket) = ticket(ctx) else { return raw::REDISMODULE_ERR as c_int };
+    // A grant propagates, which Redis forbids while clients are paused for writes: the
+    // key is served again after the pause.
+    if expiry::paused() {
+        note(ticket.db, &ticket.key);
+        return raw::REDISMODULE_ERR as c_int;
+    }
     if !state::with(|g| g.waiters.queue(ticket.db, &ticket.key).is_some_and(|q| q.is_front(ticket.id))) {
         return raw::REDISMODULE_ERR as c_int;
     }
@@ -256,10 +262,10 @@ unsafe extern "C" fn free_ticket(_ctx: *mut raw::RedisModuleCtx, privdata: *mut 
 
 // ---- keys that need care outside a command ----------------------------------------
 
-/// A key was deleted (DEL, UNLINK, expiry of a TTL someone set, eviction) or renamed
-/// or moved away: its waiters still wait on the name.
-pub fn on_key_removed(ctx: &Context, key: &[u8]) {
-    let db = selected_db(ctx);
+/// A lock key left its name by any of Redis's ways (DEL, UNLINK, expiry of a TTL someone
+/// set, lazy expiry on access, eviction, overwrite, RENAME or MOVE away): its waiters
+/// still wait on the name and are served as after a release.
+pub fn on_key_removed(db: Db, key: &[u8]) {
     if count(db, key) > 0 {
         note(db, key);
     }
@@ -273,8 +279,12 @@ pub fn on_flush(db: Option<Db>) {
     });
 }
 
-/// Just before the event loop sleeps: settle every noted key.
+/// Just before the event loop sleeps: settle every noted key. Settling writes and
+/// propagates, so during a pause the keys stay noted until it ends.
 pub fn settle_noted(ctx: &Context) {
+    if expiry::paused() {
+        return;
+    }
     let mut noted = state::with(|g| std::mem::take(&mut g.waiters.attention));
     if noted.is_empty() {
         return;

@@ -4,6 +4,12 @@
 //! (they may be promoted) but never end a lease themselves: they wait for the master's
 //! effects.
 //!
+//! Work the module does on its own (the timer, before-sleep) writes and propagates only
+//! on a master that Redis does not ask to keep still: while clients are paused for
+//! writes (`CLIENT PAUSE`, `FAILOVER`, `CLUSTER FAILOVER`) Redis forbids any propagation
+//! (it asserts), so due leases wait, reads report them as over, and the first pass of
+//! the event loop after the pause ends them.
+//!
 //! The index follows keys through Redis's own operations: the types' unlink hook drops
 //! entries of removed keys, keyspace notifications add entries for keys that arrive by
 //! loading, RENAME, MOVE or RESTORE, and the FLUSHDB and SWAPDB events move whole
@@ -13,7 +19,7 @@
 use std::os::raw::c_void;
 use std::time::{Duration, Instant};
 
-use redis_module::{raw, Context, NotifyEvent, RedisString};
+use redis_module::{raw, Context, RedisString};
 
 use crate::blocking::{self, WaitFor};
 use crate::logic::deadlines::Db;
@@ -41,6 +47,18 @@ fn select_db(ctx: &Context, db: Db) -> bool {
 fn is_master(ctx: &Context) -> bool {
     let flags = unsafe { raw::RedisModule_GetContextFlags.map_or(0, |f| f(ctx.ctx)) } as u32;
     flags & raw::REDISMODULE_CTX_FLAGS_MASTER != 0
+}
+
+/// True while Redis wants no writes and no replication traffic (clients paused for
+/// writes, a failover in progress).
+pub fn paused() -> bool {
+    unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
+}
+
+/// Whether work that no client asked for (ending leases, handing a lock over after a
+/// removal) may write and propagate now.
+pub fn may_act_alone(ctx: &Context) -> bool {
+    is_master(ctx) && !paused()
 }
 
 /// Records that `key` (in the selected db) moved its deadline from `old` to `new`, and
@@ -78,6 +96,11 @@ pub fn arm(ctx: &Context) {
 
 fn on_timer(ctx: &Context, _: ()) {
     state::with(|g| g.timer = None);
+    // Re-arming during a pause would fire at once, again and again: the event loop's
+    // first pass after the pause picks the due leases up instead.
+    if paused() {
+        return;
+    }
     end_due_leases(ctx);
     arm(ctx);
 }
@@ -88,7 +111,7 @@ fn on_timer(ctx: &Context, _: ()) {
 /// stepped forward (module timers run on the monotonic clock, deadlines on the wall
 /// clock).
 fn end_due_leases(ctx: &Context) {
-    if !is_master(ctx) {
+    if !may_act_alone(ctx) {
         return;
     }
     let now = now_ms();
@@ -122,15 +145,9 @@ pub fn settle(ctx: &Context, key: &RedisString, now: Millis) {
     }
 }
 
-/// Keyspace notifications: keys that arrive under a name the index does not know yet.
-pub fn on_keyspace_event(ctx: &Context, _event_type: NotifyEvent, event: &str, key: &[u8]) {
-    match event {
-        "loaded" | "rename_to" | "move_to" | "restore" => {}
-        "del" | "expired" | "evicted" | "rename_from" | "move_from" => {
-            return blocking::on_key_removed(ctx, key);
-        }
-        _ => return,
-    }
+/// A key arrived under a name the index may not know (loaded, renamed, moved, restored):
+/// track its lease.
+pub fn on_key_arrived(ctx: &Context, key: &[u8]) {
     let name = RedisString::create_from_slice(ctx.ctx, key);
     let handle = ctx.open_key(&name);
     // A free lock stored by a snapshot is given deadline 0, so the timer deletes it.

@@ -37,8 +37,14 @@ pub fn with<R>(f: impl FnOnce(&mut Globals) -> R) -> R {
     f(globals)
 }
 
-/// Milliseconds since the Unix epoch: the clock of leases and of key TTLs in Redis.
+/// Milliseconds since the Unix epoch on the server's own clock (the clock of key TTLs), so
+/// that module and server never disagree: not even when a test fakes the server's clock
+/// and the server loads modules with `RTLD_DEEPBIND` (Valkey 8.1+), which keeps the fake
+/// from the module's own libc calls.
 pub fn now_ms() -> Millis {
+    if let Some(server_ms) = unsafe { redis_module::raw::RedisModule_Milliseconds } {
+        return unsafe { server_ms() };
+    }
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)

@@ -19,7 +19,7 @@ use std::ptr;
 
 use redis_module::{raw, native_types::RedisType, RedisString};
 
-use crate::effects;
+use crate::{blocking, effects, keyspace};
 use crate::logic::fence::Fence;
 use crate::logic::mutex::{Holder, Mutex};
 use crate::logic::rwlock::{Hold, Mode, RwLock};
@@ -119,7 +119,10 @@ unsafe fn value_ref<'a, T>(value: *const c_void) -> Option<&'a T> {
     value.cast::<T>().as_ref()
 }
 
+/// A value loaded from RDB (a restart, a full sync, RESTORE, a slot migration): the key
+/// it lands under must be tracked, which takes the keyspace subscription.
 fn boxed<T>(value: T) -> *mut c_void {
+    keyspace::subscribe_once();
     Box::into_raw(Box::new(value)).cast()
 }
 
@@ -260,21 +263,23 @@ unsafe extern "C" fn mutex_digest(md: *mut raw::RedisModuleDigest, value: *mut c
     digest_end(md);
 }
 
-/// Redis removes a key (DEL, overwrite, RENAME's source, MOVE, eviction): its lease no
-/// longer needs the timer.
-unsafe fn untrack(ctx: *mut raw::RedisModuleKeyOptCtx, deadline: Option<crate::logic::Millis>) {
-    let (Some(name), Some(db), Some(deadline)) =
-        (raw::RedisModule_GetKeyNameFromOptCtx, raw::RedisModule_GetDbIdFromOptCtx, deadline)
-    else {
+/// Redis removes a key (DEL, UNLINK, expiry, eviction, overwrite, RENAME's source,
+/// MOVE): its lease no longer needs the timer, and whoever waits on the name is served.
+/// Every removal passes here, so no keyspace event is needed for any of them.
+unsafe fn on_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, deadline: Option<crate::logic::Millis>) {
+    let (Some(name), Some(db)) = (raw::RedisModule_GetKeyNameFromOptCtx, raw::RedisModule_GetDbIdFromOptCtx) else {
         return;
     };
     let key = RedisString::string_as_slice(name(ctx));
     let db = db(ctx);
-    state::with(|g| g.deadlines.remove(deadline, db, key));
+    if let Some(deadline) = deadline {
+        state::with(|g| g.deadlines.remove(deadline, db, key));
+    }
+    blocking::on_key_removed(db, key);
 }
 
 unsafe extern "C" fn mutex_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
-    untrack(ctx, value_ref::<Mutex>(value).and_then(Mutex::deadline));
+    on_unlink(ctx, value_ref::<Mutex>(value).and_then(Mutex::deadline));
 }
 
 // ---- read-write lock ------------------------------------------------------------
@@ -369,7 +374,7 @@ unsafe extern "C" fn rwlock_digest(md: *mut raw::RedisModuleDigest, value: *mut 
 }
 
 unsafe extern "C" fn rwlock_unlink(ctx: *mut raw::RedisModuleKeyOptCtx, value: *const c_void) {
-    untrack(ctx, value_ref::<RwLock>(value).and_then(RwLock::earliest_deadline));
+    on_unlink(ctx, value_ref::<RwLock>(value).and_then(RwLock::earliest_deadline));
 }
 
 // ---- fence -----------------------------------------------------------------------
