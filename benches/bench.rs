@@ -3,9 +3,10 @@
 //!
 //! Starts its own `redis-server` with the module on a free loopback port and measures
 //! every contender against the same server in alternating short rounds (fresh servers
-//! for the memory figure), then prints a markdown table of medians and of fencelock's
-//! advantage over each contender, and writes it to `target/bench/results.md` with a JSON
-//! twin in `target/bench/results.json`.
+//! for the memory figure, and servers with and without the module for figure 6), then
+//! prints a markdown table of medians and of fencelock's advantage over each contender,
+//! and writes it to `target/bench/results.md` with a JSON twin in
+//! `target/bench/results.json`.
 //!
 //! Contenders: fencelock (`LOCK.*`, `RWLOCK.*`); `SET key owner NX PX ttl` with the
 //! compare-and-delete Lua release and client-side retry (1 ms, or Redlock's random
@@ -15,6 +16,10 @@
 //! `BENCH_QUICK=1` (what `make test` runs) uses tiny sizes so the harness can't rot: it
 //! exercises every contender and figure, asserts no timings, and fails (non-zero exit)
 //! on any wrong result. `BENCH_ONLY=1,3` runs only some figures (for development).
+//!
+//! Figure 6 is the module's cost on commands that are not its own (native `SET ... PX`
+//! and `GET`), on three fresh servers: without the module, with it loaded but unused,
+//! and with it loaded and in use.
 
 #[path = "support/clients.rs"]
 mod clients;
@@ -28,6 +33,8 @@ mod fig3;
 mod fig4;
 #[path = "support/fig5.rs"]
 mod fig5;
+#[path = "support/fig6.rs"]
+mod fig6;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/server.rs"]
@@ -60,6 +67,14 @@ pub struct Config {
     pub fig5_readers: usize,
     pub fig5_round: Duration,
     pub fig5_writer_pause: Duration,
+    /// Sets of the three servers (no module, unused, in use), used in turn.
+    pub fig6_sets: usize,
+    pub fig6_rounds: usize,
+    pub fig6_conns: usize,
+    pub fig6_batch: usize,
+    /// Requests per server per workload per round.
+    pub fig6_requests: usize,
+    pub fig6_get_keys: usize,
 }
 
 impl Config {
@@ -83,6 +98,12 @@ impl Config {
             fig5_readers: 64,
             fig5_round: Duration::from_millis(2000),
             fig5_writer_pause: Duration::from_millis(10),
+            fig6_sets: 3,
+            fig6_rounds: 15,
+            fig6_conns: 4,
+            fig6_batch: 100,
+            fig6_requests: 60_000,
+            fig6_get_keys: 50_000,
         }
     }
 
@@ -106,6 +127,12 @@ impl Config {
             fig5_readers: 8,
             fig5_round: Duration::from_millis(300),
             fig5_writer_pause: Duration::from_millis(10),
+            fig6_sets: 1,
+            fig6_rounds: 1,
+            fig6_conns: 2,
+            fig6_batch: 50,
+            fig6_requests: 2_000,
+            fig6_get_keys: 1_000,
         }
     }
 }
@@ -175,6 +202,27 @@ fn goals(figures: &[Figure]) -> Vec<Goal> {
             met: m <= 1.5,
         });
     }
+    if let Some(f) = find(figures, "6") {
+        // Paired per round (the servers alternate within a round), then the median.
+        let paired = |r: usize, m: usize| -> f64 {
+            let cells = |row: usize| f.rows[row].1[m].as_ref().map(|c| c.rounds.clone()).unwrap_or_default();
+            let (base, this) = (cells(0), cells(r));
+            util::median(&base.iter().zip(&this).map(|(a, b)| b / a).collect::<Vec<_>>())
+        };
+        for (r, case, limit) in [(2, "loaded and in use", 1.05), (1, "loaded but never used", 1.02)] {
+            let x = paired(r, 0);
+            out.push(Goal {
+                goal: format!("`SET ... PX` server CPU with the module {case} ≤ {limit:.2}× without it"),
+                measured: format!(
+                    "{} ({} vs {} per request; median of per-round ratios)",
+                    fmt_ratio(x),
+                    fmt_value(Unit::Micros, f.value(fig6::CASES[r], 0)),
+                    fmt_value(Unit::Micros, f.value(fig6::CASES[0], 0))
+                ),
+                met: x <= limit,
+            });
+        }
+    }
     out
 }
 
@@ -237,6 +285,11 @@ fn main() {
         let t = Instant::now();
         figures.extend(fig4::run(&cfg));
         section("4", t);
+    }
+    if want("6") {
+        let t = Instant::now();
+        figures.extend(fig6::run(&cfg));
+        section("6", t);
     }
     figures.sort_by(|a, b| a.id.cmp(&b.id));
 

@@ -69,13 +69,22 @@ pub struct Figure {
     pub title: String,
     pub notes: Vec<String>,
     pub metrics: Vec<Metric>,
-    /// (contender, one cell per metric); the first row is fencelock.
+    /// (contender, one cell per metric); the first row is fencelock (or, with
+    /// `ratio_to_first`, the baseline).
     pub rows: Vec<(String, Vec<Option<Cell>>)>,
+    /// The first row is a baseline, not fencelock: the (N×) after a value is that value ÷
+    /// the first row's, on every compared metric, instead of fencelock's advantage.
+    pub ratio_to_first: bool,
 }
 
 impl Figure {
     pub fn new(id: &str, title: &str, metrics: Vec<Metric>) -> Figure {
-        Figure { id: id.into(), title: title.into(), notes: vec![], metrics, rows: vec![] }
+        Figure { id: id.into(), title: title.into(), notes: vec![], metrics, rows: vec![], ratio_to_first: false }
+    }
+
+    /// A figure whose first row is a baseline: its (N×) are row ÷ first row.
+    pub fn versus_baseline(id: &str, title: &str, metrics: Vec<Metric>) -> Figure {
+        Figure { ratio_to_first: true, ..Figure::new(id, title, metrics) }
     }
 
     pub fn row(&mut self, contender: &str, cells: Vec<Option<Cell>>) {
@@ -92,10 +101,20 @@ impl Figure {
             .unwrap_or(f64::NAN)
     }
 
+    /// Row `r` ÷ the first row on metric `m`, for a `ratio_to_first` figure.
+    pub fn ratio(&self, r: usize, m: usize) -> Option<f64> {
+        if !self.ratio_to_first || !self.metrics[m].compare || r == 0 {
+            return None;
+        }
+        let base = self.rows[0].1[m].as_ref()?.value;
+        let this = self.rows[r].1[m].as_ref()?.value;
+        Some(this / base)
+    }
+
     /// fencelock's advantage over row `r` on metric `m`: > 1 means fencelock is better.
     pub fn advantage(&self, r: usize, m: usize) -> Option<f64> {
         let metric = &self.metrics[m];
-        if !metric.compare || r == 0 {
+        if self.ratio_to_first || !metric.compare || r == 0 {
             return None;
         }
         let fence = self.rows[0].1[m].as_ref()?.value;
@@ -218,6 +237,12 @@ impl Report {
         }
         for f in &self.figures {
             let _ = writeln!(s, "\n## {}. {}\n", f.id, f.title);
+            if f.ratio_to_first {
+                let _ = writeln!(
+                    s,
+                    "_(N×) in this figure = that value ÷ the first row's (the baseline), not fencelock's advantage._\n"
+                );
+            }
             let _ = write!(s, "| contender |");
             for m in &f.metrics {
                 let arrow = if !m.compare { "" } else if m.higher_better { " ↑" } else { " ↓" };
@@ -244,7 +269,7 @@ impl Report {
                             if r == 0 && f.metrics[m].compare {
                                 text = format!("**{text}**");
                             }
-                            if let Some(a) = f.advantage(r, m) {
+                            if let Some(a) = f.advantage(r, m).or_else(|| f.ratio(r, m)) {
                                 text = format!("{text} ({})", fmt_ratio(a));
                             }
                             let _ = write!(s, " {text} |");
@@ -306,8 +331,13 @@ impl Report {
                 for (m, cell) in cells.iter().enumerate() {
                     let Some(c) = cell else { continue };
                     let adv = f.advantage(r, m);
+                    let ratio = match f.ratio(r, m) {
+                        Some(x) => format!(", \"ratio_to_first\": {}", if x.is_infinite() { "\"inf\"".to_string() } else { num(x) }),
+                        None if f.ratio_to_first => ", \"ratio_to_first\": null".to_string(),
+                        None => String::new(),
+                    };
                     entries.push(format!(
-                        "        {{\"contender\": {}, \"metric\": {}, \"value\": {}, \"rounds\": [{}], \"samples\": {}, \"fencelock_advantage\": {}}}",
+                        "        {{\"contender\": {}, \"metric\": {}, \"value\": {}, \"rounds\": [{}], \"samples\": {}, \"fencelock_advantage\": {}{ratio}}}",
                         js(name),
                         js(&f.metrics[m].title),
                         num(c.value),

@@ -53,14 +53,22 @@ fn free_port() -> u16 {
 
 impl Server {
     pub fn start() -> Server {
-        let module = module_path();
+        Server::start_with(Some(&module_path()))
+    }
+
+    /// The same server without the module (the baseline of figure 6).
+    pub fn start_plain() -> Server {
+        Server::start_with(None)
+    }
+
+    fn start_with(module: Option<&Path>) -> Server {
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
         let dir = std::env::temp_dir().join(format!("fencelock-bench-{}-{nanos}", std::process::id()));
         fs::create_dir_all(&dir).expect("create the server's temp dir");
         let mut last = String::new();
         for _ in 0..10 {
             let port = free_port();
-            match spawn(&module, port, &dir) {
+            match spawn(module, port, &dir) {
                 Ok(child) => return Server { port, dir, child: Some(child) },
                 Err(e) => last = e,
             }
@@ -130,7 +138,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(module: &Path, port: u16, dir: &Path) -> Result<Child, String> {
+fn spawn(module: Option<&Path>, port: u16, dir: &Path) -> Result<Child, String> {
     let logfile = dir.join("redis.log");
     let _ = fs::remove_file(&logfile);
     let mut cmd = Command::new(redis_server_bin());
@@ -143,10 +151,11 @@ fn spawn(module: &Path, port: u16, dir: &Path) -> Result<Child, String> {
         .arg("--dir")
         .arg(dir)
         .arg("--logfile")
-        .arg(&logfile)
-        .arg("--loadmodule")
-        .arg(module)
-        .stdin(Stdio::null())
+        .arg(&logfile);
+    if let Some(module) = module {
+        cmd.arg("--loadmodule").arg(module);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().map_err(|e| format!("cannot spawn {}: {e}", redis_server_bin().display()))?;
