@@ -7,7 +7,7 @@ RUN_DIR := $(CURDIR)/.run
 NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc \
          valgrind:valgrind faketime:faketime
 
-.PHONY: all deps build run test bench chaos clean
+.PHONY: all deps build run test bench chaos compat compat-newest clean
 
 all: build
 
@@ -45,6 +45,20 @@ CHAOS_TESTS := checker chaos_contention chaos_blocked chaos_frozen chaos_paused 
                chaos_crash chaos_failover chaos_clock chaos_input
 chaos: deps build
 	CHAOS_FULL=1 cargo test --release $(addprefix --test ,$(CHAOS_TESTS))
+
+# The compatibility matrix: the suite against each server in COMPAT_SERVERS, built from
+# Debian's archive by scripts/servers.sh (cached in ~/.cache/fencelock/servers; the first
+# build takes minutes), then a table. COMPAT_TESTS: empty for the whole suite, `core` for
+# the core suites, or test file names. `scripts/servers.sh list` names the servers.
+COMPAT_SERVERS ?= redis-7.0 valkey-8.0 valkey-8.1 redis-8.0 valkey-9.1
+COMPAT_TESTS ?=
+compat: deps build
+	COMPAT_SERVERS="$(COMPAT_SERVERS)" COMPAT_TESTS="$(COMPAT_TESTS)" bash scripts/compat.sh
+
+# The core suites on the newest Redis and the newest Valkey (CI runs this after `make test`).
+COMPAT_NEWEST := redis-8.0 valkey-9.1
+compat-newest: deps build
+	COMPAT_SERVERS="$(COMPAT_NEWEST)" COMPAT_TESTS=core bash scripts/compat.sh
 
 # Side-by-side figures against SET NX PX + Lua and a Redisson-style lock (~5 min).
 bench: deps build

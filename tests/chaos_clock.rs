@@ -152,7 +152,7 @@ impl FakeClockServer {
     fn spawn(&mut self) -> Result<(), String> {
         let logfile = self.dir.join("redis.log");
         let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log")).unwrap();
-        let mut cmd = Command::new("/usr/bin/redis-server");
+        let mut cmd = Command::new(redis_server_bin());
         cmd.arg("--port")
             .arg(self.port.to_string())
             .args(["--bind", "127.0.0.1", "--dir"])

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{module_path, now_ms, Server, MAX_TTL};
+use common::{module_path, now_ms, redis_server_bin, Server, MAX_TTL};
 
 // =======================================================================================
 // Run size and seeds
@@ -2897,6 +2897,52 @@ fn suppressions() -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
+/// Whether valgrind can check `server` (and how we know). Its `malloc` must be libc's (a
+/// `MALLOC=libc` build) or a shared library (Debian's packages link libjemalloc.so.2):
+/// source builds link jemalloc in under prefixed names, so valgrind sees almost no
+/// allocations and its leak check would pass without looking. And the server must run
+/// under valgrind at all: Debian's Valkey 8.0 frees with jemalloc's `sdallocx`, which
+/// valgrind does not replace, and dies at start-up. (`make compat` applies the same rule
+/// to skip this test, and says so.)
+fn valgrind_can_check(valgrind: &Path, server: &Path) -> Result<String, String> {
+    let version = Command::new(server)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", server.display()))?;
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let malloc = version.split_whitespace().find_map(|w| w.strip_prefix("malloc=")).unwrap_or("unknown");
+    let ldd =
+        Command::new("ldd").arg(server).output().map_err(|e| format!("cannot run ldd {}: {e}", server.display()))?;
+    let how = if malloc == "libc" {
+        "malloc=libc".to_string()
+    } else if String::from_utf8_lossy(&ldd.stdout).contains("libjemalloc.so") {
+        format!("malloc={malloc} from a shared libjemalloc.so")
+    } else {
+        return Err(format!(
+            "{} uses malloc={malloc} linked into the binary (not libc, no libjemalloc.so in ldd), so valgrind \
+             cannot see its allocations or leaks",
+            server.display()
+        ));
+    };
+    let run = Command::new(valgrind)
+        .args(["-q", "--error-exitcode=99"])
+        .arg(server)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("cannot run valgrind: {e}"))?;
+    if !run.status.success() {
+        let err = String::from_utf8_lossy(&run.stderr);
+        return Err(format!(
+            "{} ({how}) does not run under valgrind: `valgrind {} --version` ended with {}\n{}",
+            server.display(),
+            server.display(),
+            run.status,
+            tail(&err, 12)
+        ));
+    }
+    Ok(how)
+}
+
 static VG_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// `redis-server` with the module, under valgrind.
@@ -2912,9 +2958,17 @@ impl VgServer {
             panic!("valgrind is not installed: `make deps` installs it (or `apt-get install -y valgrind`)")
         });
         let module = module_path();
-        let redis = std::env::var_os("REDIS_SERVER")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/redis-server"));
+        let mut redis = redis_server_bin();
+        if redis.components().count() == 1 {
+            redis = which(&redis.to_string_lossy()).unwrap_or(redis);
+        }
+        if let Err(why) = valgrind_can_check(&valgrind, &redis) {
+            panic!(
+                "the valgrind test cannot run on this server: {why}. Run it against Debian's \
+                 redis-server (the default) or a server built with MALLOC=libc (REDIS_SERVER=...; \
+                 `scripts/servers.sh build valkey-9.1-libc` builds one)"
+            );
+        }
         let n = VG_SEQ.fetch_add(1, Ordering::SeqCst);
         let dir = std::env::temp_dir().join(format!("fencelock-chaos-vg-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);

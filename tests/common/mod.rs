@@ -54,7 +54,10 @@ pub fn module_path() -> PathBuf {
     path
 }
 
-fn redis_server_bin() -> PathBuf {
+/// The server under test: `$REDIS_SERVER` (`make compat` sets it), else Debian's
+/// `/usr/bin/redis-server`, else `redis-server` on the PATH. Every test starts its servers
+/// from this binary.
+pub fn redis_server_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("REDIS_SERVER") {
         return PathBuf::from(p);
     }
