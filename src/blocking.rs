@@ -279,12 +279,9 @@ pub fn on_flush(db: Option<Db>) {
     });
 }
 
-/// Just before the event loop sleeps: settle every noted key. Settling writes and
-/// propagates, so during a pause the keys stay noted until it ends.
+/// Just before the event loop sleeps (not during a pause: settling writes and
+/// propagates, so the keys stay noted until it ends): settle every noted key.
 pub fn settle_noted(ctx: &Context) {
-    if expiry::paused() {
-        return;
-    }
     let mut noted = state::with(|g| std::mem::take(&mut g.waiters.attention));
     if noted.is_empty() {
         return;

@@ -199,6 +199,11 @@ unsafe extern "C" fn on_event_loop(ctx: *mut raw::RedisModuleCtx, _e: raw::Redis
     if sub != raw::REDISMODULE_SUBEVENT_EVENTLOOP_BEFORE_SLEEP {
         return;
     }
+    // During a pause nothing may be written; arming the timer for a lease already due
+    // would only wake the event loop again at once, spinning until the pause ends.
+    if paused() {
+        return;
+    }
     let ctx = Context::new(ctx);
     if state::with(|g| g.deadlines.earliest()).is_some_and(|earliest| earliest <= now_ms()) {
         end_due_leases(&ctx);

@@ -104,6 +104,20 @@ impl LockKind {
     }
 }
 
+/// CPU time (user + system) a process has used, in clock ticks (`/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("a stat line").1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    fields[11].parse::<i64>().unwrap() + fields[12].parse::<i64>().unwrap()
+}
+
+fn ticks_per_second() -> i64 {
+    let out = std::process::Command::new("getconf").arg("CLK_TCK").output().expect("getconf CLK_TCK");
+    String::from_utf8_lossy(&out.stdout).trim().parse().expect("CLK_TCK is a number")
+}
+
 /// Whether `key` reads as held by nobody (it may have waiters).
 fn reads_unheld(c: &mut redis::Connection, kind: LockKind, key: &str) -> bool {
     let reply = raws(c, &[kind.info(), key]);
@@ -120,8 +134,9 @@ fn reads_unheld(c: &mut redis::Connection, kind: LockKind, key: &str) -> bool {
 /// A lease that falls due while writes are paused: no crash (the lease timer used to
 /// propagate during the pause, which Redis asserts against when AOF is on or a replica
 /// is attached), no write during the pause (on the master, the replica or the AOF),
-/// reads report the lease over, and right after the pause the lease ends and the
-/// waiter is granted, on the master, the replica and in the AOF alike.
+/// reads report the lease over, the server does not spin while it waits, and right
+/// after the pause the lease ends and the waiter is granted, on the master, the replica
+/// and in the AOF alike.
 fn lease_ends_after_a_pause(kind: LockKind, pause: &str, with_aof_and_replica: bool) {
     const LEASE: i64 = 300;
     const PAUSE_MS: u64 = 2_000;
@@ -156,6 +171,11 @@ fn lease_ends_after_a_pause(kind: LockKind, pause: &str, with_aof_and_replica: b
     let_time_pass(LEASE + 200);
     let mut master = master;
     master.assert_alive();
+    // A due lease must not keep the event loop awake while it cannot be ended.
+    let cpu_before = cpu_ticks(master.pid());
+    let_time_pass(500);
+    let spent = cpu_ticks(master.pid()) - cpu_before;
+    assert!(spent < ticks_per_second() / 4, "the server spent {spent} clock ticks of CPU in 0.5 s of a pause");
     if pause == "WRITE" {
         // Reads go on: the lease reads as over, but its key stays until the pause ends.
         for key in ["lp", "lw"] {
