@@ -11,7 +11,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, Ordering};
 
 use redis_module::{raw, Context, RedisString};
 
@@ -50,14 +50,39 @@ pub fn subscribe_once() {
     }
 }
 
+/// The database a `MOVE` came from, between its `move_from` and `move_to` events.
+///
+/// Valkey 8.1 hands a subscriber the very client that runs the command and selects the
+/// event's database on it without selecting the old one back (fixed in Valkey 9), so
+/// after `MOVE key db` the client would be left on `db`. Putting back the database seen
+/// at `move_from` undoes that there and changes nothing elsewhere (other servers hand a
+/// temporary client). `COPY ... DB db` has only the one event and cannot be undone so.
+static MOVED_FROM: AtomicI32 = AtomicI32::new(-1);
+
 unsafe extern "C" fn on_event(
     ctx: *mut raw::RedisModuleCtx,
     _class: c_int,
     event: *const c_char,
     key: *mut raw::RedisModuleString,
 ) -> c_int {
-    if !event.is_null() && matches!(CStr::from_ptr(event).to_bytes(), b"loaded" | b"rename_to" | b"move_to" | b"restore") {
-        expiry::on_key_arrived(&Context::new(ctx), RedisString::string_as_slice(key));
+    if event.is_null() {
+        return raw::REDISMODULE_OK as c_int;
+    }
+    let arrived = || expiry::on_key_arrived(&Context::new(ctx), RedisString::string_as_slice(key));
+    match CStr::from_ptr(event).to_bytes() {
+        b"loaded" | b"rename_to" | b"restore" => arrived(),
+        b"move_from" => {
+            let db = raw::RedisModule_GetSelectedDb.map_or(-1, |f| f(ctx));
+            MOVED_FROM.store(db, Ordering::Relaxed);
+        }
+        b"move_to" => {
+            arrived();
+            let db = MOVED_FROM.swap(-1, Ordering::Relaxed);
+            if let (Some(select), true) = (raw::RedisModule_SelectDb, db >= 0) {
+                select(ctx, db);
+            }
+        }
+        _ => {}
     }
     raw::REDISMODULE_OK as c_int
 }

@@ -449,3 +449,34 @@ fn a_lock_restored_into_a_server_that_never_ran_a_lock_command_keeps_its_lease()
     assert!(exists(&mut cb, "lock"));
     wait_until(Duration::from_secs(5), "the restored lock's lease ended without any command", || !exists(&mut cb, "lock"));
 }
+
+fn client_db(c: &mut redis::Connection) -> String {
+    let info = match raws(c, &["CLIENT", "INFO"]) {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::VerbatimString { text, .. } => text,
+        other => panic!("CLIENT INFO answered {other:?}"),
+    };
+    info.split_whitespace().find_map(|f| f.strip_prefix("db=")).unwrap_or_else(|| panic!("no db in {info}")).to_string()
+}
+
+/// A keyspace subscriber must not move the client that runs `MOVE` to the target database
+/// (Valkey 8.1 leaves it there unless the subscriber puts it back).
+#[test]
+fn move_leaves_the_client_on_its_own_database() {
+    let s = Server::new();
+    let mut c = s.conn();
+    grant(&mut c, "lock", "o", LONG_TTL);
+    ok(&mut c, &["SET", "plain", "v"]);
+    assert_eq!(int(&mut c, &["MOVE", "plain", "1"]), 1);
+    assert_eq!(client_db(&mut c), "0", "MOVE of a plain key moved the client");
+    assert_eq!(int(&mut c, &["MOVE", "lock", "1"]), 1);
+    assert_eq!(client_db(&mut c), "0", "MOVE of a lock key moved the client");
+    ok(&mut c, &["SELECT", "3"]);
+    grant(&mut c, "lock3", "o", LONG_TTL);
+    ok(&mut c, &["MULTI"]);
+    ok(&mut c, &["MOVE", "lock3", "2"]);
+    ok(&mut c, &["EXEC"]);
+    assert_eq!(client_db(&mut c), "3", "MOVE inside MULTI moved the client");
+    ok(&mut c, &["SELECT", "2"]);
+    assert_eq!(held(&mut c, "lock3").owner_str(), "o");
+}
