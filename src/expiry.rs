@@ -57,7 +57,7 @@ pub fn paused() -> bool {
 
 /// Whether work that no client asked for (ending leases, handing a lock over after a
 /// removal) may write and propagate now.
-pub fn may_act_alone(ctx: &Context) -> bool {
+fn may_act_alone(ctx: &Context) -> bool {
     is_master(ctx) && !paused()
 }
 
