@@ -8,6 +8,7 @@ pub mod deadlines;
 pub mod fence;
 pub mod mutex;
 pub mod rwlock;
+pub mod semaphore;
 pub mod tokens;
 pub mod waiters;
 
