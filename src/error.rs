@@ -20,7 +20,7 @@ pub enum Error {
     Stale(Stale),
     TokensExhausted,
     /// An internal (effect) command sent by an ordinary client.
-    InternalOnly(&'static str),
+    InternalOnly(String),
     /// A panic caught at the command boundary.
     Internal(String),
     Redis(RedisError),

@@ -3,47 +3,69 @@
 use redis_module::{Context, NextArg, RedisString, RedisValue};
 
 use crate::args;
-use crate::effects;
+use crate::command;
+use crate::machinery::clock;
+use crate::machinery::commands::{Access, Arg, Command, KEY_ONLY};
+use crate::machinery::store;
 use crate::error::{Error, Result};
 use crate::logic::fence::Fence;
-use crate::state::{self, now_ms};
-use crate::types::FENCE_TYPE;
+use crate::persist::fence::FENCE_TYPE;
 
-/// Runs `op` on the fence at `key` (a new one when absent); stores and propagates the
-/// result when `op` succeeded and changed it.
-fn update<R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut Fence) -> Result<R>) -> Result<R> {
-    let handle = ctx.open_key_writable(key);
-    let stored = handle.get_value::<Fence>(&FENCE_TYPE).map_err(|_| Error::WrongType)?;
-    let mut fence = stored.as_deref().copied().unwrap_or_default();
-    let result = op(&mut fence)?;
-    match stored {
-        Some(f) if *f == fence => return Ok(result),
-        Some(f) => *f = fence,
-        None => handle.set_value(&FENCE_TYPE, fence)?,
-    }
-    effects::replicate_fence(ctx, key, &fence);
-    Ok(result)
-}
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: c"fence.next",
+        entry: command!(next),
+        flags: c"write deny-oom fast",
+        acl: "write fast",
+        arity: 2,
+        access: Access::Update,
+        summary: c"Issues a fresh fencing token for the key, greater than every token it has seen",
+        complexity: c"O(1)",
+        args: KEY_ONLY,
+    },
+    Command {
+        name: c"fence.check",
+        entry: command!(check),
+        flags: c"write deny-oom fast",
+        acl: "write fast",
+        arity: 3,
+        access: Access::Update,
+        summary: c"Records a token if it is at least the highest seen for the key, else answers STALE",
+        complexity: c"O(1)",
+        args: &[Arg::Key, Arg::Integer(c"token")],
+    },
+    Command {
+        name: c"fence.current",
+        entry: command!(current),
+        flags: c"readonly fast",
+        acl: "read fast",
+        arity: 2,
+        access: Access::Read,
+        summary: c"Returns the highest token recorded for the key, 0 when none",
+        complexity: c"O(1)",
+        args: KEY_ONLY,
+    },
+];
 
 /// `FENCE.NEXT key`
-pub fn next(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn next(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
-    let token = update(ctx, &key, |f| Ok(state::with(|g| f.next(now_ms(), &mut g.tokens))?))?;
+    let token = store::update(ctx, &key, |f: &mut Fence, now| Ok(clock::with_tokens(|tokens| f.next(now, tokens))?))?;
     Ok(RedisValue::Integer(token))
 }
 
 /// `FENCE.CHECK key token`
-pub fn check(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn check(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let mut args = args::take(args, 2, 0)?;
     let key = args.next_arg()?;
     let token = args::token(&args.next_arg()?)?;
-    update(ctx, &key, |f| Ok(f.check(token)?))?;
+    store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?))?;
     Ok(RedisValue::Integer(1))
 }
 
 /// `FENCE.CURRENT key`
-pub fn current(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn current(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let handle = ctx.open_key(&key);

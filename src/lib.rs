@@ -1,43 +1,61 @@
 //! fencelock: native distributed locks for Redis.
 //!
-//! `logic` holds the lock state machines and the token clock, free of Redis. The rest
-//! is glue: the command table (`commands`), one file per command family (`lock`,
-//! `rwlock`, `fence`), the data types and their persistence (`types`), replication
-//! effects (`effects`), lease expiry (`expiry`), server-side waits (`blocking`) and the
-//! keyspace subscription (`keyspace`).
+//! Layers, each using only those below it:
+//! - `logic`: the lock state machines and the token clock, free of Redis.
+//! - `ffi`: every raw call into the server, each with its reason.
+//! - `machinery`: the machinery every lock kind plugs into (store, waiting, expiry,
+//!   effects, the command table, server and keyspace events), which knows kinds only
+//!   through the `machinery::kind::Kind` trait.
+//! - `persist`: per kind, its data type, persistence, effects and `Kind` implementation.
+//! - the command files, one per command family: `lock` (LOCK.*), `rwlock` (RWLOCK.*),
+//!   `fence` (FENCE.*): parse, call the logic through the store, reply.
+//!
+//! This file only registers the kinds and their commands.
 
 mod args;
-mod blocking;
-mod commands;
-mod effects;
+mod machinery;
 mod error;
-mod expiry;
 mod fence;
-mod keyspace;
+mod ffi;
 mod lock;
-mod rwlock;
 pub mod logic;
-mod state;
-mod types;
+mod persist;
+mod rwlock;
 
-use redis_module::{raw, redis_module, Context, RedisString, Status};
+use redis_module::{redis_module, Context, RedisString, Status};
 
-use crate::types::{FENCE_TYPE, MUTEX_TYPE, RWLOCK_TYPE};
+use crate::machinery::commands::Command;
+use crate::machinery::kind::KindOps;
+use crate::persist::fence::FENCE_TYPE;
+use crate::persist::lock::MUTEX_TYPE;
+use crate::persist::rwlock::RWLOCK_TYPE;
+
+/// Every lock kind.
+fn kinds() -> Vec<&'static dyn KindOps> {
+    vec![&persist::lock::KIND, &persist::rwlock::KIND, &persist::fence::KIND]
+}
+
+/// Every command: the public ones, then the kinds' internal effects.
+fn commands() -> impl Iterator<Item = &'static Command> {
+    let effects: &[&Command] = &[
+        &persist::lock::EFFECT,
+        &persist::rwlock::HOLD_EFFECT,
+        &persist::rwlock::DROP_EFFECT,
+        &persist::fence::EFFECT,
+    ];
+    lock::COMMANDS.iter().chain(rwlock::COMMANDS).chain(fence::COMMANDS).chain(effects.iter().copied())
+}
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
-    unsafe {
-        // Short or corrupt RDB payloads (RESTORE of a bad DUMP) then fail the load
-        // instead of aborting the server.
-        if let Some(set_options) = raw::RedisModule_SetModuleOptions {
-            set_options(ctx.ctx, raw::REDISMODULE_OPTIONS_HANDLE_IO_ERRORS as i32);
-        }
-    }
-    keyspace::init(ctx);
-    if let Err(e) = commands::register(ctx) {
+    // Short or corrupt RDB payloads (RESTORE of a bad DUMP) then fail the load instead
+    // of aborting the server.
+    ctx.set_module_options(redis_module::raw::ModuleOptions::HANDLE_IO_ERRORS);
+    machinery::kind::register(kinds());
+    if let Err(e) = machinery::commands::register(ctx, commands()) {
         ctx.log_warning(&format!("fencelock: {e}"));
         return Status::Err;
     }
-    if !expiry::subscribe_server_events(ctx) {
+    if !machinery::events::init(ctx) {
         ctx.log_warning("fencelock: could not subscribe to server events");
         return Status::Err;
     }
@@ -54,7 +72,7 @@ type Allocator = std::alloc::System;
 #[cfg(test)]
 const ALLOCATOR: Allocator = std::alloc::System;
 
-// Commands are registered by `commands::register` (from `init`), which declares them fully.
+// Commands are registered by `init`, which declares them fully.
 redis_module! {
     name: "fencelock",
     version: 1,

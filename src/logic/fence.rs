@@ -12,6 +12,8 @@ use super::{Millis, Token};
 pub struct Fence {
     pub highest: Token,
     pub issued: Token,
+    /// Whether it changed since `take_changed`, for the glue to store and propagate.
+    changed: bool,
 }
 
 /// The token offered to `FENCE.CHECK` is older than the fence's highest.
@@ -22,11 +24,27 @@ pub struct Stale {
 }
 
 impl Fence {
+    /// A fence in exactly the given state, as loaded or replicated.
+    pub fn new(highest: Token, issued: Token) -> Self {
+        Fence { highest, issued, changed: false }
+    }
+
+    /// Sets the exact state (replication), recording a change.
+    pub fn set(&mut self, highest: Token, issued: Token) {
+        *self = Fence { highest, issued, changed: true };
+    }
+
+    /// Whether it changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
     /// A fresh token above every token this key has seen; recorded as the highest.
     pub fn next(&mut self, now: Millis, clock: &mut TokenClock) -> Result<Token, TokensExhausted> {
         let token = clock.issue(now, self.highest)?;
         self.highest = token;
         self.issued = token;
+        self.changed = true;
         Ok(token)
     }
 
@@ -35,7 +53,10 @@ impl Fence {
         if token < self.highest {
             return Err(Stale { token, highest: self.highest });
         }
-        self.highest = token;
+        if token > self.highest {
+            self.highest = token;
+            self.changed = true;
+        }
         Ok(())
     }
 }

@@ -30,6 +30,17 @@ impl Holder {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mutex {
     holder: Option<Holder>,
+    /// What changed since `take_changes`, for the glue to store and propagate.
+    changes: Changes,
+}
+
+/// What an operation changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// The holder, its lease or its hold count changed.
+    pub changed: bool,
+    /// A holder went (released to zero, or its lease ended): a waiter may get in.
+    pub released: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +66,21 @@ pub enum Release {
 impl Mutex {
     /// A mutex in exactly the given state, as loaded or replicated.
     pub fn with_holder(holder: Holder) -> Self {
-        Mutex { holder: Some(holder) }
+        Mutex { holder: Some(holder), changes: Changes::default() }
+    }
+
+    /// The changes since the last call.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn changed(&mut self) {
+        self.changes.changed = true;
+    }
+
+    fn freed(&mut self) {
+        self.holder = None;
+        self.changes = Changes { changed: true, released: true };
     }
 
     /// The holder whose lease is not over at `now`.
@@ -76,7 +101,7 @@ impl Mutex {
     /// Ends the lease if it is over. True when it did.
     pub fn end_if_over(&mut self, now: Millis) -> bool {
         if self.holder.as_ref().is_some_and(|h| !h.is_live(now)) {
-            self.holder = None;
+            self.freed();
             return true;
         }
         false
@@ -97,7 +122,9 @@ impl Mutex {
             Some(h) if h.owner == owner => {
                 h.holds = h.holds.saturating_add(1);
                 h.deadline = now + ttl;
-                Ok(Acquire::Reentered(h.token))
+                let token = h.token;
+                self.changed();
+                Ok(Acquire::Reentered(token))
             }
             Some(_) => Ok(Acquire::Busy),
             None if others_first => Ok(Acquire::Busy),
@@ -109,6 +136,7 @@ impl Mutex {
                     deadline: now + ttl,
                     holds: 1,
                 });
+                self.changed();
                 Ok(Acquire::Granted(token))
             }
         }
@@ -120,9 +148,10 @@ impl Mutex {
             Some(h) if h.owner == owner => {
                 if h.holds > 1 {
                     h.holds -= 1;
+                    self.changed();
                     Release::StillHeld
                 } else {
-                    self.holder = None;
+                    self.freed();
                     Release::Freed
                 }
             }
@@ -136,6 +165,7 @@ impl Mutex {
         match &mut self.holder {
             Some(h) if h.owner == owner => {
                 h.deadline = now + ttl;
+                self.changed();
                 true
             }
             _ => false,

@@ -50,6 +50,11 @@ pub fn plausible(token: Token, now: Millis) -> bool {
 }
 
 impl TokenClock {
+    /// A clock that has issued and seen nothing.
+    pub const fn new() -> Self {
+        TokenClock { floor: 0 }
+    }
+
     /// The highest token issued or observed so far (0 when none).
     pub fn floor(&self) -> Token {
         self.floor

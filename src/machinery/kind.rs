@@ -1,0 +1,96 @@
+//! What the machinery knows of a lock kind, and nothing more.
+//!
+//! A kind is its pure state machine (in `logic`), a command file that parses, calls it
+//! through `store` and replies, and a persistence file that implements `Kind` (and
+//! `ffi::TypeValue`) for the state machine. The machinery handles every kind alike
+//! through this trait; a blocked acquire through `Request`; keys of unknown kind through
+//! the registry of `KindOps`, filled once at load.
+
+use std::sync::OnceLock;
+
+use redis_module::key::RedisKey;
+use redis_module::native_types::RedisType;
+use redis_module::{Context, RedisString};
+
+use crate::error::Result;
+use crate::ffi::TypeValue;
+use crate::logic::waiters::WaiterId;
+use crate::logic::{Millis, Token};
+
+/// A lock kind's state, as stored in its key.
+pub trait Kind: Default + TypeValue + 'static {
+    /// What an operation changed, as the kind records it.
+    type Changes: Changes;
+
+    /// The Redis data type whose values are this kind.
+    fn data_type() -> &'static RedisType;
+
+    /// The deadline of the lease that ends first: what the expiry index tracks.
+    fn next_deadline(&self) -> Option<Millis>;
+
+    /// Ends every lease that is over at `now`.
+    fn end_over(&mut self, now: Millis);
+
+    /// Nobody holds it: its key stays only while clients wait on it.
+    fn is_vacant(&self) -> bool;
+
+    /// The changes since the last call.
+    fn take_changes(&mut self) -> Self::Changes;
+
+    /// Propagates `changes` to replicas and the AOF as effects that set exact state.
+    fn replicate(&self, changes: &Self::Changes, ctx: &Context, key: &RedisString);
+}
+
+pub trait Changes {
+    /// Anything changed.
+    fn any(&self) -> bool;
+    /// A hold went, which may let a waiter in.
+    fn released(&self) -> bool;
+}
+
+/// A kind with its type erased, for keys whose kind is known only at run time (a key
+/// that fell due, one that arrived by RENAME, one whose waiters must be served).
+pub trait KindOps: Sync {
+    fn data_type(&self) -> &'static RedisType;
+
+    /// Whether `key` holds a value of this kind.
+    fn holds(&self, key: &RedisKey) -> bool;
+
+    /// The lease deadline to track for a key of this kind (0 for a vacant one, so that
+    /// it is settled at once).
+    fn deadline_of(&self, key: &RedisKey) -> Millis;
+
+    /// Brings the key (of this kind, or missing while clients of this kind wait on it)
+    /// up to date: ends leases that are over, serves waiters, removes a vacant key.
+    fn settle(&self, ctx: &Context, key: &RedisString, now: Millis);
+}
+
+/// Whether two handles name the same kind.
+pub fn same(a: &dyn KindOps, b: &dyn KindOps) -> bool {
+    std::ptr::eq(a.data_type(), b.data_type())
+}
+
+/// An acquire that waits: what it needs to be retried when its key is signalled.
+pub trait Request: 'static {
+    fn kind(&self) -> &'static dyn KindOps;
+
+    /// Tries to grant; `None` while it must wait. `waiter` is the caller's place in the
+    /// queue, `None` for a newcomer (who must let every queued client go first).
+    fn try_grant(&self, ctx: &Context, key: &RedisString, waiter: Option<WaiterId>) -> Result<Option<Token>>;
+}
+
+static KINDS: OnceLock<Vec<&'static dyn KindOps>> = OnceLock::new();
+
+/// Registers every kind, once, at load.
+pub fn register(kinds: Vec<&'static dyn KindOps>) {
+    let _ = KINDS.set(kinds);
+}
+
+/// The kind of the value at `key`: `Ok(None)` for no key, `Err(())` for a key of a type
+/// that is not a lock kind.
+pub fn kind_of(key: &RedisKey) -> Result<Option<&'static dyn KindOps>, ()> {
+    if key.key_type() == redis_module::raw::KeyType::Empty {
+        return Ok(None);
+    }
+    KINDS.get().into_iter().flatten().find(|k| k.holds(key)).copied().map(Some).ok_or(())
+}

@@ -1,0 +1,28 @@
+//! The machinery every lock kind plugs into, below the command files.
+//!
+//! Layers, each using only those above it in this list:
+//! - `clock`: the server's wall clock and the token clock.
+//! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
+//!   kinds, and what a blocked acquire must be able to do (`Request`).
+//! - `effects`: replicated effects; `commands`: the command table and its registration.
+//! - `expiry`: the expiry index and the timer that wakes the event loop for it.
+//! - `waiting`: clients blocked on a key, in arrival order.
+//! - `store`: the one way a key of any kind is read, changed, stored, propagated and
+//!   settled.
+//! - `keyspace`, `events`: what Redis tells the module (server events, keyspace events),
+//!   which drive expiry and waiting through the store.
+//!
+//! Global state lives in `clock`, `expiry`, `waiting` and `keyspace`, each private to its
+//! module behind functions that never call Redis while they hold it: Redis calls back
+//! into the module synchronously (the unlink hook, keyspace events), and a callback that
+//! found the state locked by its own caller would deadlock.
+
+pub mod clock;
+pub mod commands;
+pub mod effects;
+pub mod events;
+pub mod expiry;
+pub mod keyspace;
+pub mod kind;
+pub mod store;
+pub mod waiting;
