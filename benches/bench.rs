@@ -39,6 +39,8 @@ mod fig6;
 mod report;
 #[path = "support/server.rs"]
 mod server;
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "support/util.rs"]
 mod util;
 
@@ -238,7 +240,7 @@ fn main() {
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
-    let mut server = server::Server::start();
+    let mut server = server::start();
     let mut con = server.conn();
     let redis_version = util::info(&mut con, "server").get("redis_version").cloned().unwrap_or_else(|| "unknown".into());
     let modules: String = {
@@ -280,7 +282,7 @@ fn main() {
         section("5", t);
     }
     server.assert_alive();
-    server.stop();
+    server::stop(server);
     if want("4") {
         let t = Instant::now();
         figures.extend(fig4::run(&cfg));

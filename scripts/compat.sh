@@ -7,7 +7,7 @@
 #   COMPAT_TESTS    empty or `all`: the whole suite (`cargo test --release`); `core`: the
 #                   core suites (mutex fence durability replication blocking rwlock and
 #                   any tests/citizen*.rs, tests/commands*.rs); else test file names
-#                   (`mutex chaos_input`)
+#                   (`mutex chaos_valgrind`)
 #
 # A test that cannot run on a server is skipped by name and the table says so:
 # random_commands_under_valgrind needs a server whose malloc valgrind can see (libc's, or
@@ -34,11 +34,11 @@ case $tests in
     test_args=(); for t in $sel; do test_args+=(--test "$t"); done ;;
   *) test_args=(); for t in $tests; do test_args+=(--test "$t"); done ;;
 esac
-# Does the selection include the file that holds the valgrind test?
+# Does the selection include the file that holds the valgrind test (tests/chaos_valgrind.rs)?
 runs_file() { [[ $tests == all ]] || [[ " ${test_args[*]} " == *" --test $1 "* ]]; }
 
 # Why valgrind cannot check the server, or nothing when it can (the same rule as
-# valgrind_can_check in tests/chaos_input.rs): its malloc must be libc's or a shared
+# valgrind_can_check in tests/support/valgrind.rs): its malloc must be libc's or a shared
 # libjemalloc.so, and it must run under valgrind at all.
 valgrind_unfit() {
   local malloc
@@ -66,7 +66,7 @@ for s in $servers; do
   R_VER[$s]=$("$bin" --version | sed -n 's/.* v=\([^ ]*\).*/\1/p')
   cli=$(bash scripts/servers.sh cli "$s" 2>/dev/null || true)  # the redis-cli next to it
   skip_args=(); notrun=""
-  if runs_file chaos_input; then
+  if runs_file chaos_valgrind; then
     why=$(valgrind_unfit "$bin")
     if [[ -n $why ]]; then
       skip_args=(--skip random_commands_under_valgrind)

@@ -5,243 +5,19 @@
 //! inside MULTI/EXEC and scripts, propagation of grants to replicas and the AOF, DEBUG
 //! RELOAD, `blocked_clients` accounting, and a scale smoke test.
 //!
-//! Each waiter is its own connection: a small raw RESP2 client (`Raw`) that can send a
-//! command and read its reply later, and tell without blocking whether a reply has come.
-//! So no test needs a thread per waiter, and a waiter can be closed at any time.
+//! Each waiter is its own connection (`support::Waiter`, on the raw RESP client) that
+//! sends its acquire and reads the reply later, and tells without blocking whether a
+//! reply has come. So no test needs a thread per waiter, and a waiter can be closed at
+//! any time.
 
-mod common;
+mod support;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
 use redis::Value;
-
-// ---------------------------------------------------------------------------------------
-// A raw RESP2 connection for waiters
-// ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Reply {
-    Nil,
-    Int(i64),
-    Str(Vec<u8>),
-    Err(String),
-    Array(Vec<Reply>),
-}
-
-struct Raw {
-    reader: BufReader<TcpStream>,
-}
-
-impl Raw {
-    fn connect(s: &Server) -> Raw {
-        Raw::connect_with_timeout(s, Duration::from_secs(30))
-    }
-
-    fn connect_with_timeout(s: &Server, read_timeout: Duration) -> Raw {
-        let stream = TcpStream::connect(("127.0.0.1", s.port))
-            .unwrap_or_else(|e| panic!("cannot connect to port {}: {e}", s.port));
-        stream.set_nodelay(true).unwrap();
-        stream.set_read_timeout(Some(read_timeout)).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
-        Raw { reader: BufReader::new(stream) }
-    }
-
-    fn send(&mut self, args: &[&str]) {
-        let mut buf = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            buf.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            buf.extend_from_slice(a.as_bytes());
-            buf.extend_from_slice(b"\r\n");
-        }
-        let mut stream: &TcpStream = self.reader.get_ref();
-        stream.write_all(&buf).expect("write a command");
-    }
-
-    fn try_read(&mut self) -> io::Result<Reply> {
-        let mut line = Vec::new();
-        let n = self.reader.read_until(b'\n', &mut line)?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by the server"));
-        }
-        if line.len() < 3 || !line.ends_with(b"\r\n") {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad reply line {line:?}")));
-        }
-        let body = String::from_utf8_lossy(&line[1..line.len() - 2]).into_owned();
-        let num = || body.parse::<i64>().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, body.clone()));
-        Ok(match line[0] {
-            b'+' => Reply::Str(body.as_bytes().to_vec()),
-            b'-' => Reply::Err(body.clone()),
-            b':' => Reply::Int(num()?),
-            b'$' => {
-                let len = num()?;
-                if len < 0 {
-                    Reply::Nil
-                } else {
-                    let mut data = vec![0; len as usize + 2];
-                    self.reader.read_exact(&mut data)?;
-                    data.truncate(len as usize);
-                    Reply::Str(data)
-                }
-            }
-            b'*' => {
-                let len = num()?;
-                if len < 0 {
-                    Reply::Nil
-                } else {
-                    let mut items = Vec::with_capacity(len as usize);
-                    for _ in 0..len {
-                        items.push(self.try_read()?);
-                    }
-                    Reply::Array(items)
-                }
-            }
-            other => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("unknown reply type {other}")));
-            }
-        })
-    }
-
-    #[track_caller]
-    fn read(&mut self) -> Reply {
-        self.try_read().unwrap_or_else(|e| panic!("reading a reply failed: {e}"))
-    }
-
-    #[track_caller]
-    fn cmd(&mut self, args: &[&str]) -> Reply {
-        self.send(args);
-        self.read()
-    }
-
-    /// True when no reply (and no close) has arrived yet; never blocks.
-    fn nothing_received(&self) -> bool {
-        if !self.reader.buffer().is_empty() {
-            return false;
-        }
-        let stream = self.reader.get_ref();
-        stream.set_nonblocking(true).unwrap();
-        let mut b = [0u8; 1];
-        let r = stream.peek(&mut b);
-        stream.set_nonblocking(false).unwrap();
-        matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
-    }
-
-    /// Closes the socket (the server sees a disconnect).
-    fn close(self) {
-        let _ = self.reader.get_ref().shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// A client blocked (or about to block) in `LOCK.ACQUIRE ... WAIT`.
-struct Waiter {
-    raw: Raw,
-    /// Its `CLIENT ID`, taken before it blocked.
-    id: i64,
-    owner: String,
-    /// When its acquire was sent.
-    sent: Instant,
-}
-
-impl Waiter {
-    /// Connects (in db `db`), takes the client id and sends the blocking acquire.
-    fn start_in(s: &Server, db: i64, key: &str, owner: &str, ttl: i64, wait: i64) -> Waiter {
-        let mut raw = Raw::connect(s);
-        if db != 0 {
-            assert_eq!(raw.cmd(&["SELECT", &db.to_string()]), Reply::Str(b"OK".to_vec()));
-        }
-        let id = match raw.cmd(&["CLIENT", "ID"]) {
-            Reply::Int(id) => id,
-            other => panic!("CLIENT ID answered {other:?}"),
-        };
-        let sent = Instant::now();
-        raw.send(&["LOCK.ACQUIRE", key, owner, &ttl.to_string(), "WAIT", &wait.to_string()]);
-        Waiter { raw, id, owner: owner.to_string(), sent }
-    }
-
-    fn start(s: &Server, key: &str, owner: &str, ttl: i64, wait: i64) -> Waiter {
-        Waiter::start_in(s, 0, key, owner, ttl, wait)
-    }
-
-    /// The reply of its acquire (blocks until it comes, up to the read timeout).
-    #[track_caller]
-    fn reply(&mut self) -> Reply {
-        let owner = self.owner.clone();
-        self.raw.try_read().unwrap_or_else(|e| panic!("waiter {owner}: no reply to its acquire: {e}"))
-    }
-
-    /// Its acquire must have been granted: the token.
-    #[track_caller]
-    fn granted(&mut self) -> i64 {
-        match self.reply() {
-            Reply::Int(t) if t > 0 => t,
-            other => panic!("waiter {} should have been granted a token, got {other:?}", self.owner),
-        }
-    }
-
-    #[track_caller]
-    fn assert_still_blocked(&self) {
-        assert!(self.raw.nothing_received(), "waiter {} answered, but should still be blocked", self.owner);
-    }
-}
-
-/// Starts a waiter and waits until the lock counts `expect` waiters, so that waiters
-/// queue in a known order.
-#[track_caller]
-fn queue(s: &Server, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64, wait: i64, expect: i64) -> Waiter {
-    queue_in(s, c, 0, key, owner, ttl, wait, expect)
-}
-
-#[track_caller]
-#[allow(clippy::too_many_arguments)]
-fn queue_in(s: &Server, c: &mut redis::Connection, db: i64, key: &str, owner: &str, ttl: i64, wait: i64, expect: i64) -> Waiter {
-    let w = Waiter::start_in(s, db, key, owner, ttl, wait);
-    wait_until(Duration::from_secs(10), &format!("{owner} waits on {key} ({expect} waiters)"), || {
-        lock_info(c, key).map(|i| i.waiters) == Some(expect)
-    });
-    w.assert_still_blocked();
-    w
-}
-
-fn blocked_clients(c: &mut redis::Connection) -> i64 {
-    let i = info(c, "clients");
-    i.get("blocked_clients").and_then(|v| v.parse().ok()).expect("INFO clients has blocked_clients")
-}
-
-/// `blocked_clients` goes (back) to `n`. Disconnects are noticed asynchronously, so this
-/// awaits; a waiter that is never unblocked keeps it above `n` for good.
-#[track_caller]
-fn await_blocked(c: &mut redis::Connection, n: i64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let last = blocked_clients(c);
-        if last == n {
-            return;
-        }
-        assert!(Instant::now() < deadline, "blocked_clients stayed at {last}, expected {n}");
-        std::thread::sleep(Duration::from_millis(3));
-    }
-}
-
-/// The lock is held by `owner` with `token`, one hold and `waiters` waiters.
-#[track_caller]
-fn assert_holder(c: &mut redis::Connection, key: &str, owner: &str, token: i64, waiters: i64) {
-    let i = held(c, key);
-    assert_eq!(i.owner_str(), owner, "holder of {key}: {i:?}");
-    assert_eq!(i.token, token, "token of {key}: {i:?}");
-    assert_eq!(i.holds, 1, "holds of {key}: {i:?}");
-    assert_eq!(i.waiters, waiters, "waiters of {key}: {i:?}");
-}
-
-/// The lock is free, nobody waits and its key is gone.
-#[track_caller]
-fn assert_gone(c: &mut redis::Connection, key: &str) {
-    assert_eq!(lock_info(c, key), None, "{key} should be free with no waiters");
-    assert!(!exists(c, key), "a free lock nobody waits for left its key {key} behind");
-}
+use support::*;
 
 // ---------------------------------------------------------------------------------------
 // Arrival order
@@ -413,8 +189,8 @@ fn a_huge_wait_timeout_does_not_time_out_at_once() {
     let t0 = grant(&mut c, "res", "holder", LONG_TTL);
     for (i, wait) in ["9223372036854775807", "4611686018427387904"].into_iter().enumerate() {
         let owner = format!("huge{i}");
-        let mut raw = Raw::connect(&s);
-        raw.send(&["LOCK.ACQUIRE", "res", &owner, "600000", "WAIT", wait]);
+        let mut raw = s.raw();
+        raw.send(&["LOCK.ACQUIRE", "res", &owner, "600000", "WAIT", wait]).expect("send");
         // Let the server process it, and a time-out fire if one were due.
         let_time_pass(300);
         if raw.nothing_received() {
@@ -422,7 +198,7 @@ fn a_huge_wait_timeout_does_not_time_out_at_once() {
             raw.close();
             await_blocked(&mut c, 0);
         } else {
-            match raw.read() {
+            match raw.read().expect("a reply") {
                 Reply::Err(e) => assert!(e.starts_with("ERR"), "WAIT {wait} answered {e}"),
                 other => panic!("LOCK.ACQUIRE ... WAIT {wait} on a held lock answered {other:?} within 300 ms"),
             }
@@ -474,7 +250,7 @@ fn handoff_by_lease_end(active_expire: bool) {
     const LEASE: i64 = 400;
     let granted_at = Instant::now();
     let t0 = grant(&mut c, "res", "holder", LEASE);
-    let mut w = Waiter::start(&s, "res", "waiter", LONG_TTL, 20_000);
+    let mut w = Waiter::lock(&s, "res", "waiter", LONG_TTL, 20_000);
     await_blocked(&mut c, 1);
     let t = w.granted();
     let took = granted_at.elapsed();
@@ -492,9 +268,9 @@ fn handoff_by_lease_end(active_expire: bool) {
     // server's timer alone.
     let key = "chain";
     let t1 = grant(&mut c, key, "c0", 200);
-    let mut w1 = Waiter::start(&s, key, "c1", 200, 20_000);
+    let mut w1 = Waiter::lock(&s, key, "c1", 200, 20_000);
     await_blocked(&mut c, 1);
-    let mut w2 = Waiter::start(&s, key, "c2", LONG_TTL, 20_000);
+    let mut w2 = Waiter::lock(&s, key, "c2", LONG_TTL, 20_000);
     await_blocked(&mut c, 2);
     let t2 = w1.granted();
     let t3 = w2.granted();
@@ -603,7 +379,7 @@ fn disconnected_and_killed_waiters_are_skipped() {
     });
     assert_eq!(int(&mut c, &["CLIENT", "KILL", "ID", &killed.id.to_string()]), 1);
     assert_eq!(lock_info(&mut c, "res").unwrap().waiters, 2, "a killed waiter stays in the queue");
-    assert!(killed.raw.try_read().is_err(), "a killed waiter got a reply");
+    assert!(killed.try_reply().is_err(), "a killed waiter got a reply");
     await_blocked(&mut c, 2);
     assert_holder(&mut c, "res", "holder", t0, 2);
 
@@ -635,7 +411,7 @@ fn disconnected_and_killed_waiters_are_skipped() {
     assert_gone(&mut c, "res");
 
     let t3 = grant(&mut c, "res2", "holder", 300);
-    let w = Waiter::start(&s, "res2", "w", LONG_TTL, 0);
+    let w = Waiter::lock(&s, "res2", "w", LONG_TTL, 0);
     await_blocked(&mut c, 1);
     w.raw.close();
     await_blocked(&mut c, 0);
@@ -659,7 +435,7 @@ fn client_unblock_answers_nil_and_the_waiter_leaves_the_queue() {
     assert_holder(&mut c, "res", "holder", t0, 1);
     assert_eq!(blocked_clients(&mut c), 1);
     // The unblocked client is a normal client again.
-    assert_eq!(first.raw.cmd(&["PING"]), Reply::Str(b"PONG".to_vec()));
+    assert_eq!(first.raw.cmd(&["PING"]).expect("PING"), Reply::Simple("PONG".into()));
     // Unblocking it again does nothing.
     assert_eq!(int(&mut c, &["CLIENT", "UNBLOCK", &first.id.to_string()]), 0);
 
@@ -693,13 +469,13 @@ fn wait_inside_multi_and_scripts_is_a_single_try_that_never_blocks() {
     let mut c = s.conn();
     let t0 = grant(&mut c, "res", "holder", LONG_TTL);
     // A short read timeout: a transaction or script that blocks fails fast.
-    let mut r = Raw::connect_with_timeout(&s, Duration::from_secs(8));
+    let mut r = Raw::connect(s.port, Duration::from_secs(8)).expect("connect");
     for wait in ["5000", "0"] {
-        assert_eq!(r.cmd(&["MULTI"]), Reply::Str(b"OK".to_vec()));
-        assert_eq!(r.cmd(&["LOCK.ACQUIRE", "res", "bob", "600000", "WAIT", wait]), Reply::Str(b"QUEUED".to_vec()));
-        assert_eq!(r.cmd(&["LOCK.ACQUIRE", "free", "bob", "600000", "WAIT", wait]), Reply::Str(b"QUEUED".to_vec()));
+        assert_eq!(r.cmd(&["MULTI"]).unwrap(), Reply::ok());
+        assert_eq!(r.cmd(&["LOCK.ACQUIRE", "res", "bob", "600000", "WAIT", wait]).unwrap(), Reply::Simple("QUEUED".into()));
+        assert_eq!(r.cmd(&["LOCK.ACQUIRE", "free", "bob", "600000", "WAIT", wait]).unwrap(), Reply::Simple("QUEUED".into()));
         let start = Instant::now();
-        let v = r.cmd(&["EXEC"]);
+        let v = r.cmd(&["EXEC"]).unwrap();
         let took = start.elapsed();
         let Reply::Array(items) = v else { panic!("EXEC answered {v:?}") };
         assert_eq!(items[0], Reply::Nil, "WAIT {wait} in MULTI on a held lock");
@@ -709,19 +485,19 @@ fn wait_inside_multi_and_scripts_is_a_single_try_that_never_blocks() {
 
         let script = "return redis.call('LOCK.ACQUIRE', KEYS[1], ARGV[1], ARGV[2], 'WAIT', ARGV[3])";
         let start = Instant::now();
-        let v = r.cmd(&["EVAL", script, "1", "res", "bob", "600000", wait]);
+        let v = r.cmd(&["EVAL", script, "1", "res", "bob", "600000", wait]).unwrap();
         assert_eq!(v, Reply::Nil, "EVAL with WAIT {wait} on a held lock");
         assert!(start.elapsed() < Duration::from_millis(2_500), "EVAL with WAIT {wait} blocked");
-        let v = r.cmd(&["EVAL", script, "1", "free", "bob", "600000", wait]);
+        let v = r.cmd(&["EVAL", script, "1", "free", "bob", "600000", wait]).unwrap();
         assert!(matches!(v, Reply::Int(_)), "EVAL with WAIT {wait} on a free lock answered {v:?}");
         assert_eq!(release(&mut c, "free", "bob"), 1);
     }
     // Functions are scripts too.
     let lib = "#!lua name=fl\nredis.register_function('acq', function(keys, args) \
                return redis.call('LOCK.ACQUIRE', keys[1], args[1], args[2], 'WAIT', args[3]) end)";
-    assert_eq!(r.cmd(&["FUNCTION", "LOAD", lib]), Reply::Str(b"fl".to_vec()));
+    assert_eq!(r.cmd(&["FUNCTION", "LOAD", lib]).unwrap(), Reply::Bulk(b"fl".to_vec()));
     let start = Instant::now();
-    assert_eq!(r.cmd(&["FCALL", "acq", "1", "res", "bob", "600000", "0"]), Reply::Nil);
+    assert_eq!(r.cmd(&["FCALL", "acq", "1", "res", "bob", "600000", "0"]).unwrap(), Reply::Nil);
     assert!(start.elapsed() < Duration::from_millis(2_500), "FCALL with WAIT 0 blocked");
 
     assert_holder(&mut c, "res", "holder", t0, 0);
@@ -755,7 +531,7 @@ fn handoff_reaches_the_replica() {
 
     // By lease end.
     let l0 = grant(&mut mc, "lease", "holder", 300);
-    let mut lw = Waiter::start(&m, "lease", "lw", LONG_TTL, 20_000);
+    let mut lw = Waiter::lock(&m, "lease", "lw", LONG_TTL, 20_000);
     await_blocked(&mut mc, 1);
     let l = lw.granted();
     assert!(l > l0);
@@ -910,7 +686,7 @@ fn scale_500_locks_each_with_a_waiter_hand_off_by_lease_end() {
         p.cmd("LOCK.ACQUIRE").arg(key(i)).arg(format!("h{i}")).arg(LONG_TTL);
     }
     let holder_tokens: Vec<i64> = p.query(&mut c).expect("pipelined grants");
-    let mut ws: Vec<Waiter> = (0..N).map(|i| Waiter::start(&s, &key(i), &format!("w{i}"), LONG_TTL, 60_000)).collect();
+    let mut ws: Vec<Waiter> = (0..N).map(|i| Waiter::lock(&s, &key(i), &format!("w{i}"), LONG_TTL, 60_000)).collect();
     await_blocked(&mut c, N as i64);
     // Cut every holder's lease short; nobody releases.
     let mut p = redis::pipe();

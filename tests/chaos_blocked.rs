@@ -12,11 +12,9 @@
 //!
 //! Short by default (`make test`); `CHAOS_FULL=1` runs it for a minute.
 
-mod common;
-#[path = "support/chaos.rs"]
-mod chaos;
 #[path = "support/history.rs"]
 mod history;
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -24,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use chaos::{scale, since_epoch, Raw, Reply, Stop};
-use common::*;
+use support::chaos::{self, scale, since_epoch, Stop};
+use support::*;
 use history::{Op, Recorder, Res};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -212,7 +210,7 @@ fn chaos_thread(port: u16, rec: Recorder, slots: Arc<Mutex<Vec<Slot>>>, stop: St
             assert_eq!(r, Res::Ok);
         } else if roll < 86 {
             let r = rec.record(Op::FlushAll, "", "", 0, || match c.cmd(&["FLUSHALL"]).unwrap() {
-                Reply::Str(_) => Res::Ok,
+                Reply::Simple(_) => Res::Ok,
                 other => Res::Error(format!("{other:?}")),
             });
             assert_eq!(r, Res::Ok);
@@ -233,7 +231,7 @@ fn monitor(port: u16, stop: Stop) -> Vec<Sample> {
             Reply::Nil => (None, 0),
             Reply::Array(_) => (
                 match r.field("owner") {
-                    Some(Reply::Str(o)) => Some(String::from_utf8_lossy(&o).into_owned()),
+                    Some(Reply::Bulk(o)) => Some(String::from_utf8_lossy(&o).into_owned()),
                     _ => None,
                 },
                 r.field("waiters").and_then(|w| w.int()).expect("LOCK.INFO waiters"),
@@ -248,8 +246,7 @@ fn monitor(port: u16, stop: Stop) -> Vec<Sample> {
 
 #[test]
 fn blocked_client_chaos_100_waiters_kills_unblocks_del_flushall() {
-    let seed = chaos::seed();
-    eprintln!("CHAOS_SEED={seed}");
+    let seed = support::seed::seed("blocked_client_chaos_100_waiters_kills_unblocks_del_flushall");
     let mut s = Server::new();
     let rec = Recorder::with_base(chaos::epoch());
     let slots = Arc::new(Mutex::new(vec![Slot::default(); WAITERS]));

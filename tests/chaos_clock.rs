@@ -5,12 +5,8 @@
 //! effect at once and `FAKETIME_DONT_FAKE_MONOTONIC=1` so only the wall clock steps (NTP
 //! stepping the clock, a VM restored from a snapshot).
 //!
-//! libfaketime 0.9.10 alone deadlocks Debian's redis-server at start-up (its jemalloc
-//! calls `clock_gettime` and `pthread_cond_init` while initialising; libfaketime then
-//! initialises itself, `dlsym` allocates, and jemalloc waits on its own init lock:
-//! wolfcw/libfaketime#130). A ten-line shim preloaded in front of it answers those two
-//! calls from the kernel until the process's constructors have run, then hands every
-//! call to libfaketime. It is compiled with `cc` into the server's directory. Load threads take and release
+//! (How the server runs under libfaketime, and the shim that keeps it from deadlocking at
+//! start-up: `support::faketime`.) Load threads take and release
 //! mutexes, read-write locks and fences on shared keys while the clock jumps, and the
 //! server is also killed with `kill -9` and restarted (AOF, `appendfsync always`) while
 //! its clock is behind the tokens it already issued.
@@ -23,289 +19,18 @@
 //! on the server's clock"): what a step does to leases that are held and to clients
 //! waiting with `WAIT`.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod common;
-#[path = "support/fault_kit.rs"]
-mod fault_kit;
+mod support;
 
-use std::fs;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chaos::{full, scale};
-use common::*;
-use fault_kit::*;
 use rand::seq::SliceRandom;
 use rand::Rng;
-
-const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
-
-/// Preloaded before libfaketime: until its constructor runs (after those of the libraries
-/// redis-server links, i.e. after jemalloc has initialised), `clock_gettime` goes straight
-/// to the kernel and `pthread_cond_init` makes a default condition variable; from then on
-/// both go to libfaketime.
-const SHIM_C: &str = r#"
-#define _GNU_SOURCE
-#include <dlfcn.h>
-#include <pthread.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
-static int (*next_clock_gettime)(clockid_t, struct timespec *);
-static int (*next_cond_init)(pthread_cond_t *, const pthread_condattr_t *);
-static volatile int ready;
-int clock_gettime(clockid_t clk, struct timespec *ts) {
-    if (ready) return next_clock_gettime(clk, ts);
-    return (int)syscall(SYS_clock_gettime, clk, ts);
-}
-int pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a) {
-    if (ready) return next_cond_init(c, a);
-    memset(c, 0, sizeof *c);
-    return 0;
-}
-__attribute__((constructor)) static void shim_init(void) {
-    next_clock_gettime = (int (*)(clockid_t, struct timespec *))dlsym(RTLD_NEXT, "clock_gettime");
-    next_cond_init = (int (*)(pthread_cond_t *, const pthread_condattr_t *))dlsym(RTLD_NEXT, "pthread_cond_init");
-    if (next_clock_gettime && next_cond_init) ready = 1;
-    (void)time(NULL); /* libfaketime initialises now, with jemalloc ready */
-}
-"#;
-
-fn build_shim(dir: &Path) -> PathBuf {
-    let src = dir.join("ftshim.c");
-    let lib = dir.join("ftshim.so");
-    fs::write(&src, SHIM_C).unwrap();
-    let out = Command::new("cc")
-        .args(["-shared", "-fPIC", "-O2", "-o"])
-        .arg(&lib)
-        .arg(&src)
-        .arg("-ldl")
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run cc to build the libfaketime shim ({e}): install gcc (`make deps`)"));
-    assert!(out.status.success(), "building the libfaketime shim failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    lib
-}
-
-// ---------------------------------------------------------------------------------------
-// A redis-server under libfaketime (the harness cannot set a server's environment). Same
-// arguments as the harness's servers.
-// ---------------------------------------------------------------------------------------
-
-struct FakeClockServer {
-    port: u16,
-    dir: PathBuf,
-    clock_file: PathBuf,
-    preload: String,
-    config: Vec<String>,
-    child: Option<Child>,
-}
-
-fn pick_port() -> u16 {
-    let mut rng = rand::thread_rng();
-    for _ in 0..1000 {
-        let port = rng.gen_range(20_000..32_000);
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port");
-}
-
-impl FakeClockServer {
-    fn start(config: &[&str]) -> FakeClockServer {
-        assert!(
-            Path::new(LIBFAKETIME).is_file(),
-            "{LIBFAKETIME} is missing: the clock-step tests need libfaketime. Install it with \
-             `make deps` (or `apt-get install -y faketime`)"
-        );
-        let dir =
-            std::env::temp_dir().join(format!("fencelock-clock-{}-{}", std::process::id(), rand::random::<u32>()));
-        fs::create_dir_all(&dir).unwrap();
-        let preload = format!("{} {LIBFAKETIME}", build_shim(&dir).display());
-        let mut s = FakeClockServer {
-            port: 0,
-            preload,
-            clock_file: dir.join("faketime"),
-            dir,
-            config: config.iter().map(|s| s.to_string()).collect(),
-            child: None,
-        };
-        s.write_offset("+0");
-        let mut last = String::new();
-        for _ in 0..20 {
-            s.port = pick_port();
-            match s.spawn() {
-                Ok(()) => return s,
-                Err(e) if e.contains("Address already in use") || e.contains("another server") => last = e,
-                Err(e) => panic!("redis-server under libfaketime did not start: {e}"),
-            }
-        }
-        panic!("could not start redis-server under libfaketime: {last}");
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let logfile = self.dir.join("redis.log");
-        let stderr = fs::OpenOptions::new().create(true).append(true).open(self.dir.join("stderr.log")).unwrap();
-        let mut cmd = Command::new(redis_server_bin());
-        cmd.arg("--port")
-            .arg(self.port.to_string())
-            .args(["--bind", "127.0.0.1", "--dir"])
-            .arg(&self.dir)
-            .arg("--loadmodule")
-            .arg(module_path())
-            .args(["--enable-debug-command", "yes", "--save", "", "--appendonly", "no"])
-            .args(["--protected-mode", "no", "--daemonize", "no", "--logfile"])
-            .arg(&logfile);
-        for line in &self.config {
-            let mut words = line.split_whitespace();
-            cmd.arg(format!("--{}", words.next().unwrap()));
-            cmd.args(words);
-        }
-        cmd.env("LD_PRELOAD", &self.preload)
-            .env("FAKETIME_TIMESTAMP_FILE", &self.clock_file)
-            .env("FAKETIME_NO_CACHE", "1")
-            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-            .env_remove("FAKETIME")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "redis-server exited ({status}):\n{}",
-                    fs::read_to_string(&logfile).unwrap_or_default()
-                ));
-            }
-            if let Some(pid) = server_pid(self.port) {
-                if pid == child.id() {
-                    self.child = Some(child);
-                    return Ok(());
-                }
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("another server answered on the port".into());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "redis-server did not answer PING in 20 s:\n{}",
-                    fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server is down").id()
-    }
-
-    fn conn(&self) -> redis::Connection {
-        let c = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).unwrap();
-        let con = c.get_connection_with_timeout(Duration::from_secs(2)).expect("connect");
-        con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        con
-    }
-
-    /// Sets the server's wall-clock offset from the real clock (libfaketime syntax).
-    /// The file is replaced atomically, so the server never reads half of it.
-    fn write_offset(&self, offset: &str) {
-        let tmp = self.dir.join("faketime.new");
-        fs::write(&tmp, format!("{offset}\n")).unwrap();
-        fs::rename(&tmp, &self.clock_file).unwrap();
-    }
-
-    /// Steps the clock to `offset_s` seconds from real time and waits until the
-    /// server's `TIME` shows it.
-    fn step(&self, offset_s: i64) {
-        self.write_offset(&format!("{offset_s:+}s"));
-        let mut c = self.conn();
-        wait_until(Duration::from_secs(10), &format!("the server's clock shows {offset_s:+} s"), || {
-            (server_time_ms(&mut c) - now_ms() - offset_s * 1000).abs() < 2_000
-        });
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().expect("server is down");
-        if let Ok(Some(status)) = child.try_wait() {
-            self.dump_log();
-            panic!("redis-server died by itself: {status}");
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    fn start_again(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match self.spawn() {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline && e.contains("Address already in use") => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => {
-                    self.dump_log();
-                    panic!("redis-server under libfaketime did not restart: {e}");
-                }
-            }
-        }
-    }
-
-    fn dump_log(&self) {
-        let log = fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        eprintln!(
-            "----- redis.log ({}) -----\n{}\n-----",
-            self.dir.display(),
-            lines[lines.len().saturating_sub(60)..].join("\n")
-        );
-    }
-}
-
-impl Drop for FakeClockServer {
-    fn drop(&mut self) {
-        let mut died = None;
-        if let Some(mut child) = self.child.take() {
-            died = child.try_wait().ok().flatten();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() || died.is_some() {
-            self.dump_log();
-        }
-        let _ = fs::remove_dir_all(&self.dir);
-        if let (Some(status), false) = (died, std::thread::panicking()) {
-            panic!("redis-server under libfaketime died during the test: {status}");
-        }
-    }
-}
-
-fn server_pid(port: u16) -> Option<u32> {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}/")).ok()?;
-    let mut con = c.get_connection_with_timeout(Duration::from_millis(500)).ok()?;
-    con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let pong: String = redis::cmd("PING").query(&mut con).ok()?;
-    if pong != "PONG" {
-        return None;
-    }
-    let text: String = redis::cmd("INFO").arg("server").query(&mut con).ok()?;
-    parse_info(&text).get("process_id")?.parse().ok()
-}
-
-/// The server's wall clock (`TIME`), in ms.
-fn server_time_ms(c: &mut redis::Connection) -> i64 {
-    let (s, us): (i64, i64) = redis::cmd("TIME").query(c).unwrap();
-    s * 1000 + us / 1000
-}
+use support::chaos::{full, scale};
+use support::fault_kit::*;
+use support::{faketime, seed};
+use support::*;
 
 // ---------------------------------------------------------------------------------------
 // Load
@@ -317,6 +42,7 @@ const FENCES: usize = 2;
 
 struct Shared {
     port: u16,
+    seed: u64,
     stop: AtomicBool,
     /// The server that is up (0 while down): threads talk only to it.
     current_pid: AtomicU32,
@@ -340,7 +66,7 @@ fn connect(shared: &Shared) -> Option<redis::Connection> {
 /// tokens until told to stop, reconnecting across restarts. Returns every fresh grant.
 fn load(shared: Arc<Shared>, id: usize) -> Vec<Grant> {
     let owner = format!("t{id}");
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(shared.seed, &owner);
     let mut grants = vec![];
     // Keys this thread may hold: released before it acquires them again, so every
     // acquire is a fresh grant (never a reentry). An acquire cut by a kill may have
@@ -417,27 +143,23 @@ fn load(shared: Arc<Shared>, id: usize) -> Vec<Grant> {
 // ---------------------------------------------------------------------------------------
 
 /// A client blocked in `LOCK.ACQUIRE key waiter 10000 WAIT <timeout>`: its answer and
-/// when it came.
-fn blocked_acquire(port: u16, key: &'static str, timeout: i64) -> std::thread::JoinHandle<(Option<i64>, Instant)> {
+/// when it came (read by a thread of its own, so that each answer's time is its own).
+fn blocked_acquire(server: &Server, key: &'static str, timeout: i64) -> std::thread::JoinHandle<(Option<i64>, Instant)> {
+    let mut w = Waiter::start(server, &["LOCK.ACQUIRE", key, "waiter", "10000", "WAIT", &timeout.to_string()]);
+    w.raw.set_read_timeout(Duration::from_secs(60));
     std::thread::spawn(move || {
-        let cl = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-        let mut w = cl.get_connection().unwrap();
-        w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        let r: Option<i64> = redis::cmd("LOCK.ACQUIRE")
-            .arg(key)
-            .arg("waiter")
-            .arg(10_000)
-            .arg("WAIT")
-            .arg(timeout)
-            .query(&mut w)
-            .unwrap();
+        let r = match w.reply() {
+            Reply::Int(t) => Some(t),
+            Reply::Nil => None,
+            other => panic!("`{}` answered {other:?}", w.what),
+        };
         (r, Instant::now())
     })
 }
 
-fn observe_leases(server: &FakeClockServer) {
+fn observe_leases(server: &Server) {
     let mut c = server.conn();
-    server.step(0);
+    faketime::step(server, 0);
 
     // Forward: three 3 s leases; one with no waiter, one with a client in WAIT 20000,
     // one with a client in WAIT 0. Then the clock jumps an hour ahead.
@@ -446,13 +168,13 @@ fn observe_leases(server: &FakeClockServer) {
         assert!(acquire(&mut c, k, "holder", lease).is_some());
     }
     let granted_at = Instant::now();
-    let w20 = blocked_acquire(server.port, "obs:wait", 20_000);
-    let w0 = blocked_acquire(server.port, "obs:wait0", 0);
+    let w20 = blocked_acquire(server, "obs:wait", 20_000);
+    let w0 = blocked_acquire(server, "obs:wait0", 0);
     wait_until(Duration::from_secs(5), "the waiters are queued", || {
         lock_info(&mut c, "obs:wait").is_some_and(|i| i.waiters == 1)
             && lock_info(&mut c, "obs:wait0").is_some_and(|i| i.waiters == 1)
     });
-    server.step(3600);
+    faketime::step(server, 3600);
     let stepped_at = Instant::now();
     let info_after = lock_info(&mut c, "obs:free");
     let other = acquire(&mut c, "obs:free", "other", 10_000);
@@ -484,11 +206,11 @@ fn observe_leases(server: &FakeClockServer) {
     );
 
     // Back: a 1 s lease, the clock goes 10 min back.
-    server.step(0);
+    faketime::step(server, 0);
     assert!(acquire(&mut c, "obs:back", "holder", 1_000).is_some());
-    server.step(-600);
+    faketime::step(server, -600);
     let info_back = lock_info(&mut c, "obs:back");
-    std::thread::sleep(Duration::from_millis(1_500)); // the fault: time passing
+    let_time_pass(1_500); // the fault: time passing
     let still = lock_info(&mut c, "obs:back");
     let other = acquire(&mut c, "obs:back", "other", 1_000);
     eprintln!(
@@ -497,19 +219,21 @@ fn observe_leases(server: &FakeClockServer) {
         info_back.map(|i| i.ttl),
         still.map(|i| (i.owner_str(), i.ttl))
     );
-    server.step(0);
+    faketime::step(server, 0);
 }
 
 #[test]
 fn tokens_never_go_back_when_the_wall_clock_steps() {
+    let seed = seed::seed("tokens_never_go_back_when_the_wall_clock_steps");
     let started = Instant::now();
     let threads = 3;
-    let mut server = FakeClockServer::start(&["appendonly yes", "appendfsync always"]);
+    let mut server = faketime::start(&["appendonly yes", "appendfsync always"]);
     // First, on a server with no other lease (another lease's timer would end these too).
     observe_leases(&server);
     ok(&mut server.conn(), &["FLUSHALL"]);
     let shared = Arc::new(Shared {
         port: server.port,
+        seed,
         stop: AtomicBool::new(false),
         current_pid: AtomicU32::new(server.pid()),
         ops: AtomicU64::new(0),
@@ -525,7 +249,7 @@ fn tokens_never_go_back_when_the_wall_clock_steps() {
     // the tokens already issued.
     let schedule: Vec<Option<i64>> = if full() {
         let offsets = [-3600, -600, -60, -5, 0, 5, 60, 600, 3600];
-        let mut rng = rand::thread_rng();
+        let mut rng = seed::rng(seed, "schedule");
         let mut s = vec![];
         let mut last = 0;
         for _ in 0..100 {
@@ -543,12 +267,12 @@ fn tokens_never_go_back_when_the_wall_clock_steps() {
     let hold = Duration::from_millis(scale(400, 700));
     let mut steps = 0;
     let mut restarts = 0;
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(seed, "holds");
     for what in &schedule {
         let ops0 = shared.ops.load(Ordering::SeqCst);
         match what {
             Some(offset) => {
-                server.step(*offset);
+                faketime::step(&server, *offset);
                 steps += 1;
             }
             None => {

@@ -11,18 +11,16 @@
 //!
 //! Short by default (`make test`); `CHAOS_FULL=1` runs thousands of cycles per load.
 
-mod common;
-#[path = "support/chaos.rs"]
-mod chaos;
 #[path = "support/history.rs"]
 mod history;
+mod support;
 
 use std::io;
 use std::thread;
 use std::time::Duration;
 
-use chaos::{scale, Raw, Reply, Stop};
-use common::*;
+use support::chaos::{self, scale, Stop};
+use support::*;
 use history::{Op, Recorder, Res};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -389,8 +387,7 @@ fn report(what: &str, st: &Stats, elapsed: Duration) {
 
 #[test]
 fn contention_50_clients_on_one_mutex() {
-    let seed = chaos::seed();
-    eprintln!("CHAOS_SEED={seed}");
+    let seed = support::seed::seed("contention_50_clients_on_one_mutex");
     let mut s = Server::new();
     let rec = Recorder::with_base(chaos::epoch());
 
@@ -417,8 +414,7 @@ fn contention_50_clients_on_one_mutex() {
 
 #[test]
 fn contention_50_clients_on_one_mutex_with_leases_ending_mid_section() {
-    let seed = chaos::seed();
-    eprintln!("CHAOS_SEED={seed}");
+    let seed = support::seed::seed("contention_50_clients_on_one_mutex_with_leases_ending_mid_section");
     let mut s = Server::new();
     let rec = Recorder::with_base(chaos::epoch());
     // Leases of 3..25 ms and sections of up to 20 ms: some leases end inside.
@@ -440,8 +436,7 @@ fn contention_50_clients_on_one_mutex_with_leases_ending_mid_section() {
 
 #[test]
 fn contention_50_clients_mixed_readers_and_writers() {
-    let seed = chaos::seed();
-    eprintln!("CHAOS_SEED={seed}");
+    let seed = support::seed::seed("contention_50_clients_mixed_readers_and_writers");
     let mut s = Server::new();
     let rec = Recorder::with_base(chaos::epoch());
     let long = Load {

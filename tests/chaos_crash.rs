@@ -15,21 +15,18 @@
 //! it, so the server's token floor runs ahead of the clock: after that, only the floor
 //! persisted in the AOF (not the clock) keeps tokens from going back.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod common;
-#[path = "support/fault_kit.rs"]
-mod fault_kit;
+mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chaos::scale;
-use common::*;
-use fault_kit::*;
 use rand::Rng;
+use support::chaos::scale;
+use support::fault_kit::*;
+use support::seed;
+use support::*;
 use redis::{RedisResult, Value};
 
 const SLOTS: usize = 24;
@@ -84,6 +81,7 @@ struct Slot {
 
 struct Shared {
     port: u16,
+    seed: u64,
     stop: AtomicBool,
     /// The pid of the server that is up, 0 while it is down.
     current_pid: AtomicU32,
@@ -341,7 +339,7 @@ impl Worker {
     }
 
     fn run(mut self) -> Outcome {
-        let mut rng = rand::thread_rng();
+        let mut rng = seed::rng(self.shared.seed, &format!("load thread {}", self.id));
         let mut con: Option<(redis::Connection, u32)> = None;
         let mut prev_pid = 0;
         let give_up = Instant::now() + Duration::from_secs(900);
@@ -399,9 +397,11 @@ fn kill9_under_load_loses_no_acknowledged_grant_and_tokens_never_go_back() {
     let max_run_ms: u64 = scale(800, 2500);
     let min_ops_per_life: u64 = 50;
 
+    let seed = seed::seed("kill9_under_load_loses_no_acknowledged_grant_and_tokens_never_go_back");
     let mut server = Server::start(&["appendonly yes", "appendfsync always"]);
     let shared = Arc::new(Shared {
         port: server.port,
+        seed,
         stop: AtomicBool::new(false),
         current_pid: AtomicU32::new(server.pid()),
         acked_ops: AtomicU64::new(0),
@@ -414,7 +414,7 @@ fn kill9_under_load_loses_no_acknowledged_grant_and_tokens_never_go_back() {
         })
         .collect();
 
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(seed, "kills");
     let mut lives = vec![server.pid()];
     let mut rewrites = 0;
     for _ in 0..kills {

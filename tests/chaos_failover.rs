@@ -10,23 +10,20 @@
 //! fences, must be larger than every token the old master issued. In a full run the
 //! promoted server becomes the master of a new replica and the whole thing repeats.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod common;
-#[path = "support/fault_kit.rs"]
-mod fault_kit;
 #[path = "support/history.rs"]
 mod history;
+mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chaos::scale;
-use common::*;
-use fault_kit::*;
-use history::{Op, Recorder, Res};
 use rand::Rng;
+use support::chaos::scale;
+use support::fault_kit::*;
+use history::{Op, Recorder, Res};
+use support::seed;
+use support::*;
 
 const MUTEXES: usize = 12;
 const RWLOCKS: usize = 6;
@@ -48,11 +45,11 @@ fn fence_key(n: usize) -> String {
 /// Grants on `port` until `stop`: mutexes, read and write locks (short leases, often
 /// released), fences. Returns every fresh grant; lock calls also go to `rec` (the history
 /// checker looks at the master's mutual exclusion and token order under this load).
-fn load(port: u16, owner: String, stop: Arc<AtomicBool>, rec: Recorder) -> Vec<Grant> {
+fn load(port: u16, owner: String, stop: Arc<AtomicBool>, rec: Recorder, seed: u64) -> Vec<Grant> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
     let mut con = client.get_connection_with_timeout(Duration::from_secs(5)).unwrap();
     con.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(seed, &owner);
     let mut grants = vec![];
     // What this thread holds (so it never re-enters: every acquire is a fresh grant).
     let mut held: Vec<(String, Op)> = vec![];
@@ -119,14 +116,14 @@ fn load(port: u16, owner: String, stop: Arc<AtomicBool>, rec: Recorder) -> Vec<G
 }
 
 /// `threads` load threads for `how_long`; their owners are `<tag>-<n>`, used only here.
-fn run_load(port: u16, tag: &str, threads: usize, how_long: Duration, rec: &Recorder) -> Vec<Grant> {
+fn run_load(port: u16, tag: &str, threads: usize, how_long: Duration, rec: &Recorder, seed: u64) -> Vec<Grant> {
     let stop = Arc::new(AtomicBool::new(false));
     let handles: Vec<_> = (0..threads)
         .map(|i| {
             let stop = stop.clone();
             let owner = format!("{tag}-{i}");
             let rec = rec.clone();
-            std::thread::spawn(move || load(port, owner, stop, rec))
+            std::thread::spawn(move || load(port, owner, stop, rec, seed))
         })
         .collect();
     std::thread::sleep(how_long);
@@ -136,6 +133,7 @@ fn run_load(port: u16, tag: &str, threads: usize, how_long: Duration, rec: &Reco
 
 #[test]
 fn promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters() {
+    let seed = seed::seed("promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters");
     let started = Instant::now();
     let rounds: usize = scale(1, 5);
     let threads: usize = 3;
@@ -154,7 +152,7 @@ fn promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters() {
 
         // Grants that reach the replica.
         let rec = Recorder::new();
-        let mut grants = run_load(master.port, &format!("live{round}"), threads, live_load, &rec);
+        let mut grants = run_load(master.port, &format!("live{round}"), threads, live_load, &rec, seed);
         await_sync(&master, &replica);
 
         // The replica stops. The master fills the link until the stalled replica's output
@@ -169,7 +167,7 @@ fn promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters() {
             let _: () = redis::cmd("SET").arg(format!("filler:{filled}")).arg(&filler).query(&mut m).unwrap();
             filled += 1;
         }
-        let missed = run_load(master.port, &format!("cut{round}"), threads, cut_off_load, &rec);
+        let missed = run_load(master.port, &format!("cut{round}"), threads, cut_off_load, &rec, seed);
         let mut last_fences = vec![0i64; FENCES];
         for g in &missed {
             if let Some(n) = g.key.strip_prefix('f') {

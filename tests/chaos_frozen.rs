@@ -17,17 +17,15 @@
 //!
 //! Short by default (`make test`); `CHAOS_FULL=1` runs more keys, waiters and rounds.
 
-mod common;
-#[path = "support/chaos.rs"]
-mod chaos;
 #[path = "support/history.rs"]
 mod history;
+mod support;
 
 use std::thread;
 use std::time::Duration;
 
-use chaos::{scale, since_epoch, Raw, Reply, Stop};
-use common::*;
+use support::chaos::{self, scale, since_epoch, Stop};
+use support::*;
 use history::{Op, Recorder, Res};
 
 const GUARD: &str = "redis.call('FENCE.CHECK', KEYS[1], ARGV[1]) redis.call('RPUSH', KEYS[2], ARGV[1]) return 1";

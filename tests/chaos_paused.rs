@@ -13,11 +13,7 @@
 //! older than one the log holds, and more than 0 writes were rejected (the fault really
 //! happened).
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod common;
-#[path = "support/fault_kit.rs"]
-mod fault_kit;
+mod support;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -26,11 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use chaos::scale;
-use common::*;
-use fault_kit::*;
 use rand::Rng;
 use redis::Value;
+use support::chaos::scale;
+use support::fault_kit::*;
+use support::seed;
+use support::*;
 
 const HOLDER_ENV: &str = "FENCELOCK_HOLDER";
 const LOCK_KEY: &str = "{res}:lock";
@@ -49,23 +46,26 @@ struct HolderSpec {
     stop: PathBuf,
     /// Exit by then whatever happens (Unix seconds), so nothing outlives a lost parent.
     give_up_at: u64,
+    /// The run's seed (its random stream is the owner's).
+    seed: u64,
 }
 
 impl HolderSpec {
     fn encode(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}",
             self.port,
             self.owner,
             self.ttl_ms,
             self.report.display(),
             self.stop.display(),
-            self.give_up_at
+            self.give_up_at,
+            self.seed
         )
     }
     fn decode(s: &str) -> HolderSpec {
         let p: Vec<&str> = s.split('|').collect();
-        assert_eq!(p.len(), 6, "bad {HOLDER_ENV}: {s}");
+        assert_eq!(p.len(), 7, "bad {HOLDER_ENV}: {s}");
         HolderSpec {
             port: p[0].parse().unwrap(),
             owner: p[1].to_string(),
@@ -73,6 +73,7 @@ impl HolderSpec {
             report: PathBuf::from(p[3]),
             stop: PathBuf::from(p[4]),
             give_up_at: p[5].parse().unwrap(),
+            seed: p[6].parse().unwrap(),
         }
     }
 }
@@ -98,7 +99,7 @@ fn paused_holder_process() {
     // bounds every call, and the parent kills a holder that hangs.
     con.set_read_timeout(None).unwrap();
     con.set_write_timeout(None).unwrap();
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(spec.seed, &spec.owner);
     let ttl = spec.ttl_ms.to_string();
     let work_max = (spec.ttl_ms / 4).max(2);
     loop {
@@ -183,6 +184,7 @@ fn read_report(path: &Path) -> Report {
 
 #[test]
 fn paused_holders_never_get_a_stale_write_accepted() {
+    let seed = seed::seed("paused_holders_never_get_a_stale_write_accepted");
     let started = Instant::now();
     let holders: usize = scale(4, 6);
     let run = Duration::from_secs(scale(6, 100));
@@ -208,6 +210,7 @@ fn paused_holders_never_get_a_stale_write_accepted() {
             report: dir.join(format!("{owner}.report")),
             stop: stop.clone(),
             give_up_at,
+            seed,
         };
         let log = fs::File::create(dir.join(format!("{owner}.out"))).unwrap();
         let child = Command::new(&exe)
@@ -226,7 +229,7 @@ fn paused_holders_never_get_a_stale_write_accepted() {
 
     // The fault: stop a holder (mostly the one holding the lock right now) for longer
     // than its lease, let the others go on, resume it.
-    let mut rng = rand::thread_rng();
+    let mut rng = seed::rng(seed, "pauses");
     let mut pauses = 0;
     let mut pauses_of_holder = 0;
     let until = Instant::now() + run;

@@ -6,6 +6,7 @@
 
 #[path = "support/history.rs"]
 mod history;
+mod support;
 
 use history::*;
 use history::{Op::*, Res::*, ViolationKind as V};
@@ -634,7 +635,7 @@ fn model_history(seed: u64, rw: bool, sensible: bool, clients: usize, steps: u64
 
 /// Model histories per variant: `CHECKER_SEEDS`, else 300 under `CHAOS_FULL=1`, else 40.
 fn seeds() -> u64 {
-    let full = std::env::var("CHAOS_FULL").is_ok_and(|v| v == "1");
+    let full = support::chaos::full();
     std::env::var("CHECKER_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(if full { 300 } else { 40 })
 }
 

@@ -10,68 +10,14 @@
 //! - A lock that arrives under a new name (RENAME, MOVE, RESTORE) keeps its lease there,
 //!   even on a server that has not run any fencelock command yet.
 
-mod common;
+mod support;
 
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::*;
 use redis::Value;
+use support::*;
 
 const MASTER_WITH_AOF: &[&str] = &["appendonly yes", "repl-diskless-sync-delay 0"];
-
-/// A client blocked in an acquire on its own connection; its reply comes back on `join`.
-struct Waiter {
-    what: String,
-    thread: JoinHandle<Value>,
-}
-
-impl Waiter {
-    /// Sends `args` on a fresh connection to `s` (in db `db`), from a thread of its own.
-    fn start_in(s: &Server, db: i64, args: &[&str]) -> Waiter {
-        let mut con = s.conn();
-        if db != 0 {
-            ok(&mut con, &["SELECT", &db.to_string()]);
-        }
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        let what = args.join(" ");
-        let thread = std::thread::spawn(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            raws(&mut con, &args)
-        });
-        Waiter { what, thread }
-    }
-
-    fn still_blocked(&self) -> bool {
-        !self.thread.is_finished()
-    }
-
-    fn reply(self) -> Value {
-        self.thread.join().unwrap_or_else(|_| panic!("the client of {} panicked", self.what))
-    }
-
-    #[track_caller]
-    fn granted(self) -> i64 {
-        let what = self.what.clone();
-        match self.reply() {
-            Value::Int(t) if t > 0 => t,
-            other => panic!("{what} should have been granted a token, got {other:?}"),
-        }
-    }
-}
-
-fn blocked_clients(c: &mut redis::Connection) -> i64 {
-    info(c, "clients").get("blocked_clients").and_then(|v| v.parse().ok()).expect("INFO clients has blocked_clients")
-}
-
-/// Starts a waiter and waits until the server counts `blocked` blocked clients.
-#[track_caller]
-fn queue(s: &Server, c: &mut redis::Connection, args: &[&str], blocked: i64) -> Waiter {
-    let w = Waiter::start_in(s, 0, args);
-    wait_until(Duration::from_secs(10), &format!("{} blocks", args.join(" ")), || blocked_clients(c) == blocked);
-    assert!(w.still_blocked(), "{} answered instead of blocking", args.join(" "));
-    w
-}
 
 fn ttl_of(c: &mut redis::Connection, key: &str) -> i64 {
     int(c, &["PTTL", key])
@@ -149,7 +95,7 @@ fn lease_ends_after_a_pause(kind: LockKind, pause: &str, with_aof_and_replica: b
     let acquire = kind.acquire(true);
     let t0 = int(&mut m, &[acquire, "lp", "holder", &LONG_TTL.to_string()]);
     let t1 = int(&mut m, &[acquire, "lw", "holder", &LONG_TTL.to_string()]);
-    let waiter = queue(&master, &mut m, &[kind.acquire(false), "lw", "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
+    let mut waiter = queue_blocked(&master, &mut m, &[kind.acquire(false), "lw", "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
     if let Some(replica) = &replica {
         await_sync(&master, replica);
     }
@@ -277,7 +223,7 @@ fn failover_to_a_replica_while_leases_end() {
     highest = highest.max(fence_next(&mut o, "fence"));
     // A waiter caught by the failover: granted before it, or told it was unblocked.
     grant(&mut o, "contended", "holder", 400);
-    let waiter = queue(&old, &mut o, &["LOCK.ACQUIRE", "contended", "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
+    let mut waiter = queue_blocked(&old, &mut o, &["LOCK.ACQUIRE", "contended", "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
 
     ok(&mut o, &["FAILOVER", "TO", "127.0.0.1", &new.port.to_string()]);
     let mut n = new.conn();
@@ -288,9 +234,9 @@ fn failover_to_a_replica_while_leases_end() {
     old.assert_alive();
     new.assert_alive();
     match waiter.reply() {
-        Value::Int(t) => highest = highest.max(t),
+        Reply::Int(t) => highest = highest.max(t),
         other => {
-            let e = value_err(&other).unwrap_or_else(|| panic!("the waiter answered {other:?}"));
+            let e = other.err().unwrap_or_else(|| panic!("the waiter answered {other:?}"));
             assert!(e.starts_with("UNBLOCKED"), "the waiter answered {e}");
         }
     }
@@ -321,7 +267,7 @@ fn failover_to_a_replica_while_leases_end() {
 fn removal_serves_the_waiter(s: &Server, key: &str, remove: impl FnOnce(&mut redis::Connection)) {
     let mut c = s.conn();
     let t0 = grant(&mut c, key, "holder", LONG_TTL);
-    let w = queue(s, &mut c, &["LOCK.ACQUIRE", key, "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
+    let mut w = queue_blocked(s, &mut c, &["LOCK.ACQUIRE", key, "waiter", &LONG_TTL.to_string(), "WAIT", "0"], 1);
     remove(&mut c);
     let t1 = w.granted();
     assert!(t1 > t0, "{key}: token {t1} after the removal is not above {t0}");
@@ -400,7 +346,7 @@ fn a_read_write_lock_whose_key_expires_serves_its_waiters() {
     let s = Server::new();
     let mut c = s.conn();
     let t0 = int(&mut c, &["RWLOCK.WLOCK", "rw", "writer", &LONG_TTL.to_string()]);
-    let w = queue(&s, &mut c, &["RWLOCK.RLOCK", "rw", "reader", &LONG_TTL.to_string(), "WAIT", "0"], 1);
+    let mut w = queue_blocked(&s, &mut c, &["RWLOCK.RLOCK", "rw", "reader", &LONG_TTL.to_string(), "WAIT", "0"], 1);
     assert_eq!(int(&mut c, &["PEXPIRE", "rw", "50"]), 1);
     let t1 = w.granted();
     assert!(t1 > t0);

@@ -9,12 +9,12 @@
 //! Redis 7.2 has categories but cannot add its own, Redis 7.4+ and Valkey 8.0+ add the
 //! `fencelock` category. Anything older than 7.0 or unknown fails.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::process::Command;
 
-use common::*;
+use support::*;
 use redis::Value;
 
 // ---------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 //! FENCE.NEXT, FENCE.CHECK and FENCE.CURRENT, and the fencing guard in EVAL and MULTI.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use redis::Value;
 
 /// The contract's example guard, verbatim.

@@ -2,11 +2,11 @@
 //! LOCK.EXTEND and LOCK.INFO, leases ending by themselves, and token monotonicity across
 //! release, lease end, DEL/UNLINK and FLUSHALL.
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
+use support::*;
 use redis::Value;
 
 // ---------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redis::{Cmd, Value};
 
-use crate::util::{exec, load_script, show, SubConn};
+use crate::support::Raw;
+use crate::util::{exec, load_script, show};
 
 pub const CLASSIC_RELEASE: &str = include_str!("../lua/classic_release.lua");
 pub const REENTRANT_LOCK: &str = include_str!("../lua/reentrant_lock.lua");
@@ -212,7 +213,7 @@ pub struct Grant {
 pub struct WaitClient {
     kind: Waiting,
     con: redis::Connection,
-    sub: Option<SubConn>,
+    sub: Option<Raw>,
     owner: String,
     ttl: u64,
     scripts: Scripts,
@@ -229,7 +230,8 @@ impl WaitClient {
         WaitClient {
             kind,
             con: crate::util::connect(url),
-            sub: (kind == Waiting::Reentrant).then(|| SubConn::connect(port)),
+            sub: (kind == Waiting::Reentrant)
+                .then(|| Raw::connect(port, Duration::from_secs(60)).expect("connect the subscriber")),
             owner,
             ttl,
             scripts: scripts.clone(),
@@ -353,8 +355,8 @@ impl WaitClient {
         let channel = channel_of(key);
         self.counted();
         let sub = self.sub.as_mut().unwrap();
-        sub.send(&[b"SUBSCRIBE", channel.as_bytes()]);
-        let f = sub.read_frame();
+        sub.send(&["SUBSCRIBE", channel.as_str()]).expect("write to the subscriber connection");
+        let f = sub.read().expect("read a frame from the subscriber connection");
         if f.push_kind().as_deref() != Some("subscribe") {
             panic!("SUBSCRIBE {channel} answered {f:?}");
         }
@@ -370,7 +372,7 @@ impl WaitClient {
                     if wait.is_zero() {
                         continue;
                     }
-                    match self.sub.as_mut().unwrap().read_within(wait) {
+                    match self.sub.as_mut().unwrap().read_within(wait).expect("subscriber connection") {
                         None => {}
                         Some(f) if f.push_kind().as_deref() == Some("message") => self.message(),
                         Some(f) => panic!("unexpected frame on the subscriber connection: {f:?}"),
@@ -379,9 +381,9 @@ impl WaitClient {
             }
         };
         self.counted();
-        self.sub.as_mut().unwrap().send(&[b"UNSUBSCRIBE", channel.as_bytes()]);
+        self.sub.as_mut().unwrap().send(&["UNSUBSCRIBE", channel.as_str()]).expect("write to the subscriber connection");
         loop {
-            let f = self.sub.as_mut().unwrap().read_frame();
+            let f = self.sub.as_mut().unwrap().read().expect("read a frame from the subscriber connection");
             match f.push_kind().as_deref() {
                 Some("unsubscribe") => break,
                 Some("message") => self.message(),

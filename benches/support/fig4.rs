@@ -13,7 +13,7 @@ use redis::Value;
 
 use crate::clients::{OneShot, Scripts};
 use crate::report::{info_metric, metric, Cell, Figure, Unit};
-use crate::server::Server;
+use crate::server::{self, Server};
 use crate::util::{connect, dbsize, exec, exec_pipeline, info, micros, percentile};
 use crate::Config;
 
@@ -65,7 +65,7 @@ struct Memory {
 }
 
 fn memory(cfg: &Config, c: OneShot) -> Memory {
-    let mut server = Server::start();
+    let mut server = server::start();
     let mut con = server.conn();
     let scripts = Scripts::load(&mut con);
     let (used0, rss0) = used_memory(&mut con);
@@ -75,7 +75,7 @@ fn memory(cfg: &Config, c: OneShot) -> Memory {
     let size = dbsize(&mut con);
     assert_eq!(size, n as i64, "WRONG RESULT: {}: {n} locks taken but DBSIZE is {size}", c.name());
     server.assert_alive();
-    server.stop();
+    server::stop(server);
     Memory {
         used_per_lock: (used1 - used0) / n as f64,
         rss_per_lock: (rss1 - rss0) / n as f64,
@@ -97,7 +97,7 @@ struct Expiry {
 }
 
 fn expiry(cfg: &Config, c: OneShot, load_estimate: Duration) -> Expiry {
-    let mut server = Server::start();
+    let mut server = server::start();
     let mut con = server.conn();
     let scripts = Scripts::load(&mut con);
     let n = cfg.fig4_locks;
@@ -154,7 +154,7 @@ fn expiry(cfg: &Config, c: OneShot, load_estimate: Duration) -> Expiry {
         assert!(matches!(v, Value::Int(t) if t > 0), "WRONG RESULT: fencelock: lock:0 not free after its lease ended: {v:?}");
     }
     server.assert_alive();
-    server.stop();
+    server::stop(server);
     Expiry {
         worst_ping: during.iter().cloned().fold(0.0, f64::max),
         p99_ping: percentile(&during, 99.0),

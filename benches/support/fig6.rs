@@ -32,7 +32,7 @@ use rand::{Rng, SeedableRng};
 use redis::Value;
 
 use crate::report::{metric, Cell, Figure, Unit};
-use crate::server::Server;
+use crate::server::{self, Server};
 use crate::util::{connect, dbsize, exec, server_cpu, Gate};
 use crate::Config;
 
@@ -165,7 +165,7 @@ fn load_get_keys(port: u16, n: usize, batch: usize) {
 }
 
 fn start_case(cfg: &Config, which: usize) -> Case {
-    let server = if which == 0 { Server::start_plain() } else { Server::start() };
+    let server = if which == 0 { server::start_plain() } else { server::start() };
     let mut db0 = server.conn();
     let db1 = connect(&format!("redis://127.0.0.1:{}/{SET_DB}", server.port));
     let listed = module_listed(&mut db0);
@@ -304,7 +304,7 @@ pub fn run(cfg: &Config) -> Vec<Figure> {
             .collect();
         assert_eq!(held, vec![false, false, true], "WRONG RESULT: bench:warm should exist only on server (c)");
         for case in cases {
-            case.server.stop();
+            server::stop(case.server);
         }
     }
 

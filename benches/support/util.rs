@@ -1,23 +1,18 @@
-//! Small helpers: connections, replies, INFO, statistics, a bare pub/sub connection.
+//! Small helpers: connections, replies, statistics. (`INFO` and `DBSIZE` are the test
+//! harness's, `crate::support::cmd`; the raw pub/sub connection is its `Raw`.)
 
-use std::collections::HashMap;
-use std::io::{self, BufRead, BufReader, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use redis::{ConnectionLike, Value};
 
+pub use crate::support::cmd::{dbsize, info};
+
 /// A sync connection with generous timeouts: a hang fails the benchmark instead of
 /// stalling it.
 pub fn connect(url: &str) -> redis::Connection {
-    let client = redis::Client::open(url).unwrap_or_else(|e| panic!("bad url {url}: {e}"));
-    let con = client
-        .get_connection_with_timeout(Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
-    con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    con.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
-    con
+    crate::support::server::try_connect_with(url, Duration::from_secs(5), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
 }
 
 /// Sends one command; an I/O error is fatal.
@@ -48,28 +43,11 @@ pub fn show(cmd: &redis::Cmd) -> String {
         .join(" ")
 }
 
-pub fn parse_info(text: &str) -> HashMap<String, String> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.trim_end().split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
-pub fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO").arg(section).query(con).expect("INFO");
-    parse_info(&text)
-}
-
 /// Server CPU (user + sys) in seconds so far.
 pub fn server_cpu(con: &mut redis::Connection) -> f64 {
     let i = info(con, "cpu");
     let f = |k: &str| i.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or_else(|| panic!("INFO cpu lacks {k}"));
     f("used_cpu_sys") + f("used_cpu_user")
-}
-
-pub fn dbsize(con: &mut redis::Connection) -> i64 {
-    redis::cmd("DBSIZE").query(con).expect("DBSIZE")
 }
 
 pub fn load_script(con: &mut redis::Connection, src: &str) -> String {
@@ -124,128 +102,6 @@ pub fn percentile(v: &[f64], p: f64) -> f64 {
 
 pub fn max(v: &[f64]) -> f64 {
     v.iter().cloned().fold(f64::NAN, f64::max)
-}
-
-// ---- a bare RESP2 connection for pub/sub ----------------------------------------------
-
-/// A RESP2 reply as read off the wire.
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // the fields show in panic messages
-pub enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<Vec<u8>>),
-    Array(Option<Vec<Resp>>),
-}
-
-impl Resp {
-    /// For a pub/sub frame: its kind ("message", "subscribe", "unsubscribe", ...).
-    pub fn push_kind(&self) -> Option<String> {
-        match self {
-            Resp::Array(Some(items)) => match items.first() {
-                Some(Resp::Bulk(Some(b))) => Some(String::from_utf8_lossy(b).into_owned()),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-}
-
-/// The subscriber side of a client: redis-rs's sync pub/sub cannot wait for a message
-/// with a time limit without losing its place, so this speaks RESP2 itself. TCP_NODELAY.
-pub struct SubConn {
-    write: TcpStream,
-    read: BufReader<TcpStream>,
-}
-
-impl SubConn {
-    pub fn connect(port: u16) -> SubConn {
-        let s = TcpStream::connect(("127.0.0.1", port)).expect("connect the subscriber");
-        s.set_nodelay(true).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
-        let read = BufReader::new(s.try_clone().unwrap());
-        SubConn { write: s, read }
-    }
-
-    pub fn send(&mut self, args: &[&[u8]]) {
-        let mut buf = Vec::with_capacity(64);
-        write!(buf, "*{}\r\n", args.len()).unwrap();
-        for a in args {
-            write!(buf, "${}\r\n", a.len()).unwrap();
-            buf.extend_from_slice(a);
-            buf.extend_from_slice(b"\r\n");
-        }
-        self.write.write_all(&buf).expect("write to the subscriber connection");
-    }
-
-    /// The next frame, or None if none starts within `timeout`. Only the wait for the
-    /// first byte is bounded, so a frame is never cut in half.
-    pub fn read_within(&mut self, timeout: Duration) -> Option<Resp> {
-        if self.read.buffer().is_empty() {
-            let t = timeout.max(Duration::from_micros(100));
-            self.read.get_ref().set_read_timeout(Some(t)).unwrap();
-            let got = self.read.fill_buf().map(|b| !b.is_empty());
-            self.read.get_ref().set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            match got {
-                Ok(true) => {}
-                Ok(false) => panic!("subscriber connection closed by the server"),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => return None,
-                Err(e) => panic!("subscriber connection: {e}"),
-            }
-        }
-        Some(self.read_frame())
-    }
-
-    pub fn read_frame(&mut self) -> Resp {
-        parse(&mut self.read).expect("read a frame from the subscriber connection")
-    }
-}
-
-fn read_line(r: &mut impl BufRead) -> io::Result<String> {
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    if !line.ends_with("\r\n") {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame"));
-    }
-    line.truncate(line.len() - 2);
-    Ok(line)
-}
-
-fn parse(r: &mut impl BufRead) -> io::Result<Resp> {
-    let line = read_line(r)?;
-    let (tag, rest) = line.split_at(1);
-    let num = || rest.parse::<i64>().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, line.clone()));
-    Ok(match tag {
-        "+" => Resp::Simple(rest.to_string()),
-        "-" => Resp::Error(rest.to_string()),
-        ":" => Resp::Int(num()?),
-        "$" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Bulk(None)
-            } else {
-                let mut b = vec![0u8; n as usize + 2];
-                r.read_exact(&mut b)?;
-                b.truncate(n as usize);
-                Resp::Bulk(Some(b))
-            }
-        }
-        "*" => {
-            let n = num()?;
-            if n < 0 {
-                Resp::Array(None)
-            } else {
-                let mut items = Vec::with_capacity(n as usize);
-                for _ in 0..n {
-                    items.push(parse(r)?);
-                }
-                Resp::Array(Some(items))
-            }
-        }
-        _ => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad RESP line {line:?}"))),
-    })
 }
 
 // ---- a barrier that cannot hang the benchmark ---------------------------------------------

@@ -7,8 +7,7 @@
 //! - `check_token_order`: for one key, a grant acknowledged before another grant was
 //!   asked for has the smaller token (fencing token rule 1, checked in real time).
 //!
-//! Use with `#[path = "support/fault_kit.rs"] mod fault_kit;` (run sizes come from
-//! `support/chaos.rs`: `full()`, `scale(short, full)`).
+//! `support::fault_kit` (run sizes come from `support::chaos`: `full()`, `scale(short, full)`).
 
 #![allow(dead_code)]
 

@@ -1,7 +1,7 @@
 //! Operation histories of lock clients, and an offline checker for them.
 //!
-//! Std only, no dependency on the test harness, so any test file can use it with
-//! `#[path = "support/history.rs"] mod history;`.
+//! Std only, no dependency on the rest of the test harness: the tests that use it mount it
+//! with `#[path = "support/history.rs"] mod history;`.
 //!
 //! # API (stable)
 //!
