@@ -4,6 +4,7 @@
 use redis_module::{NextArg, RedisString};
 
 use crate::error::{Error, Result};
+use crate::logic::semaphore::MAX_LIMIT;
 use crate::logic::{Millis, Token, MAX_TTL_MS};
 
 /// Parses a decimal i64 the way Redis's `string2ll` does: no sign but `-`, no spaces,
@@ -34,6 +35,19 @@ pub fn ttl(arg: &RedisString) -> Result<Millis> {
         .ok_or(Error::BadTtl)
 }
 
+/// A semaphore's `limit`: 1 to 2^31.
+pub fn limit(arg: &RedisString) -> Result<u64> {
+    parse_i64(arg.as_slice())
+        .and_then(|l| u64::try_from(l).ok())
+        .filter(|l| (1..=MAX_LIMIT).contains(l))
+        .ok_or(Error::BadLimit)
+}
+
+/// `COUNT permits`: at least 1.
+pub fn permits(arg: &RedisString) -> Result<u64> {
+    parse_i64(arg.as_slice()).filter(|p| *p > 0).map(|p| p as u64).ok_or(Error::BadPermits)
+}
+
 pub fn token(arg: &RedisString) -> Result<Token> {
     parse_i64(arg.as_slice()).filter(|t| *t > 0).ok_or(Error::BadToken)
 }
@@ -47,12 +61,16 @@ pub fn wait_option(args: &mut impl Iterator<Item = RedisString>) -> Result<Optio
     if !option.as_slice().eq_ignore_ascii_case(b"WAIT") {
         return Err(Error::Syntax);
     }
-    let timeout = args.next().ok_or(Error::Syntax)?;
-    let timeout = parse_i64(timeout.as_slice()).filter(|t| *t >= 0).ok_or(Error::BadTimeout)?;
+    let timeout = self::timeout(&args.next().ok_or(Error::Syntax)?)?;
     if args.next().is_some() {
         return Err(Error::Syntax);
     }
     Ok(Some(timeout))
+}
+
+/// The `timeout` of `WAIT timeout`, in ms: 0 is "without limit".
+fn timeout(arg: &RedisString) -> Result<Millis> {
+    parse_i64(arg.as_slice()).filter(|t| *t >= 0).ok_or(Error::BadTimeout)
 }
 
 /// The arguments after the command name, with arity checked by Redis's rules
@@ -108,6 +126,46 @@ pub fn lock_call(args: Vec<RedisString>, shape: Shape) -> Result<LockCall> {
     };
     let wait = wait_option(&mut args)?;
     Ok(LockCall { key, owner, ttl, wait })
+}
+
+/// `SEM.ACQUIRE key owner limit ttl [COUNT permits] [WAIT timeout]`, the options in
+/// any order, each at most once.
+pub struct SemAcquire {
+    pub key: RedisString,
+    owner: RedisString,
+    pub limit: u64,
+    pub ttl: Millis,
+    pub permits: u64,
+    pub wait: Option<Millis>,
+}
+
+impl SemAcquire {
+    /// Checked non-empty when parsed.
+    pub fn owner(&self) -> &[u8] {
+        self.owner.as_slice()
+    }
+}
+
+pub fn sem_acquire(args: Vec<RedisString>) -> Result<SemAcquire> {
+    let mut args = take(args, 4, 4)?;
+    let key = args.next_arg()?;
+    let owner = args.next_arg()?;
+    self::owner(&owner)?;
+    let limit = self::limit(&args.next_arg()?)?;
+    let ttl = self::ttl(&args.next_arg()?)?;
+    let (mut permits, mut wait) = (None, None);
+    while let Some(option) = args.next() {
+        let value = args.next().ok_or(Error::Syntax)?;
+        let option = option.as_slice();
+        if option.eq_ignore_ascii_case(b"COUNT") && permits.is_none() {
+            permits = Some(self::permits(&value)?);
+        } else if option.eq_ignore_ascii_case(b"WAIT") && wait.is_none() {
+            wait = Some(timeout(&value)?);
+        } else {
+            return Err(Error::Syntax);
+        }
+    }
+    Ok(SemAcquire { key, owner, limit, ttl, permits: permits.unwrap_or(1), wait })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::fmt;
 use redis_module::RedisError;
 
 use crate::logic::fence::Stale;
+use crate::logic::semaphore::{SemError, MAX_LIMIT};
 use crate::logic::tokens::TokensExhausted;
 use crate::logic::MAX_TTL_MS;
 
@@ -17,7 +18,14 @@ pub enum Error {
     BadTimeout,
     EmptyOwner,
     BadToken,
+    BadLimit,
+    BadPermits,
     Stale(Stale),
+    /// A semaphore is bound to another limit.
+    LimitMismatch(u64),
+    PermitsExceedLimit,
+    /// The owner holds this many permits of a semaphore, and asked for another number.
+    OwnerHolds(u64),
     TokensExhausted,
     /// An internal (effect) command sent by an ordinary client.
     InternalOnly(String),
@@ -40,6 +48,11 @@ impl fmt::Display for Error {
             Error::BadTimeout => write!(f, "ERR timeout must be a non-negative integer"),
             Error::EmptyOwner => write!(f, "ERR owner must not be empty"),
             Error::BadToken => write!(f, "ERR token must be a positive integer"),
+            Error::BadLimit => write!(f, "ERR limit must be an integer between 1 and {MAX_LIMIT}"),
+            Error::BadPermits => write!(f, "ERR permits must be a positive integer"),
+            Error::LimitMismatch(limit) => write!(f, "ERR limit mismatch: semaphore has limit {limit}"),
+            Error::PermitsExceedLimit => write!(f, "ERR permits exceed the limit"),
+            Error::OwnerHolds(n) => write!(f, "ERR owner holds {n} permits"),
             Error::Stale(s) => write!(f, "STALE token {} is older than {}", s.token, s.highest),
             Error::TokensExhausted => write!(f, "ERR token space exhausted for this key"),
             Error::InternalOnly(cmd) => {
@@ -54,6 +67,17 @@ impl fmt::Display for Error {
 impl From<Stale> for Error {
     fn from(s: Stale) -> Self {
         Error::Stale(s)
+    }
+}
+
+impl From<SemError> for Error {
+    fn from(e: SemError) -> Self {
+        match e {
+            SemError::LimitMismatch(limit) => Error::LimitMismatch(limit),
+            SemError::PermitsExceedLimit => Error::PermitsExceedLimit,
+            SemError::OwnerHolds(n) => Error::OwnerHolds(n),
+            SemError::Tokens(_) => Error::TokensExhausted,
+        }
     }
 }
 

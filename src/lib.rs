@@ -8,7 +8,7 @@
 //!   through the `machinery::kind::Kind` trait.
 //! - `persist`: per kind, its data type, persistence, effects and `Kind` implementation.
 //! - the command files, one per command family: `lock` (LOCK.*), `rwlock` (RWLOCK.*),
-//!   `fence` (FENCE.*): parse, call the logic through the store, reply.
+//!   `fence` (FENCE.*), `sem` (SEM.*): parse, call the logic through the store, reply.
 //!
 //! This file only registers the kinds and their commands.
 
@@ -21,6 +21,7 @@ mod lock;
 pub mod logic;
 mod persist;
 mod rwlock;
+mod sem;
 
 use redis_module::{redis_module, Context, RedisString, Status};
 
@@ -29,10 +30,11 @@ use crate::machinery::kind::KindOps;
 use crate::persist::fence::FENCE_TYPE;
 use crate::persist::lock::MUTEX_TYPE;
 use crate::persist::rwlock::RWLOCK_TYPE;
+use crate::persist::sem::SEM_TYPE;
 
 /// Every lock kind.
 fn kinds() -> Vec<&'static dyn KindOps> {
-    vec![&persist::lock::KIND, &persist::rwlock::KIND, &persist::fence::KIND]
+    vec![&persist::lock::KIND, &persist::rwlock::KIND, &persist::fence::KIND, &persist::sem::KIND]
 }
 
 /// Every command: the public ones, then the kinds' internal effects.
@@ -42,8 +44,11 @@ fn commands() -> impl Iterator<Item = &'static Command> {
         &persist::rwlock::HOLD_EFFECT,
         &persist::rwlock::DROP_EFFECT,
         &persist::fence::EFFECT,
+        &persist::sem::HOLD_EFFECT,
+        &persist::sem::DROP_EFFECT,
     ];
-    lock::COMMANDS.iter().chain(rwlock::COMMANDS).chain(fence::COMMANDS).chain(effects.iter().copied())
+    let public = [lock::COMMANDS, rwlock::COMMANDS, fence::COMMANDS, sem::COMMANDS];
+    public.into_iter().flatten().chain(effects.iter().copied())
 }
 
 fn init(ctx: &Context, _args: &[RedisString]) -> Status {
@@ -77,6 +82,6 @@ redis_module! {
     name: "fencelock",
     version: 1,
     allocator: (Allocator, ALLOCATOR),
-    data_types: [MUTEX_TYPE, RWLOCK_TYPE, FENCE_TYPE],
+    data_types: [MUTEX_TYPE, RWLOCK_TYPE, FENCE_TYPE, SEM_TYPE],
     init: init,
 }

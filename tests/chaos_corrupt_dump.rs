@@ -39,17 +39,19 @@ fn corrupt_restore_suite(test: &str, config: &[&str]) {
     let t = Timing { hang: Duration::from_secs(10), slack: Duration::from_secs(3), ..Timing::native() };
     let mut setup = open_conn(target.port(), t.hang).unwrap();
     let (m, rw, readers, f) = genuine_dumps(&mut setup, t, 600_000);
+    let (sem, sem_all) = genuine_sem_dumps(&mut setup, t, 600_000);
     drop(setup);
     let mut rng = seed::rng(seed, test);
     let mut cases = handcrafted_cases(&m, &rw, &f);
-    for d in [&m, &rw, &readers, &f] {
+    cases.extend(handcrafted_sem_cases(&sem, &m));
+    for d in [&m, &rw, &readers, &f, &sem, &sem_all] {
         cases.extend(field_cases(d));
     }
-    for d in [&m, &rw, &readers, &f] {
+    for d in [&m, &rw, &readers, &f, &sem, &sem_all] {
         cases.extend(byte_cases(d, &mut rng, big));
     }
     // The genuine payloads themselves go in first and last: the harness must accept them.
-    let genuine: Vec<Case> = [&m, &rw, &readers, &f]
+    let genuine: Vec<Case> = [&m, &rw, &readers, &f, &sem, &sem_all]
         .iter()
         .map(|d| case(format!("{}: the genuine DUMP", d.name), d.raw.clone(), Expect::Accepted))
         .collect();

@@ -3,7 +3,8 @@
 //! `restored_dump_behaves_like_the_original`: a valid DUMP restored under another name
 //! (and on another server) reports the same state, digests the same, is released and
 //! reentered like the original, and its lease still ends at the original deadline,
-//! handing the lock to a waiter. (Its corrupt siblings: `chaos_corrupt_dump`.)
+//! handing the lock to a waiter. (Its corrupt siblings: `chaos_corrupt_dump`.) The same
+//! for semaphores: `restored_semaphore_behaves_like_the_original`.
 
 #[path = "support/input/mod.rs"]
 mod input;
@@ -11,7 +12,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use input::corrupt::genuine_dumps;
+use input::corrupt::{genuine_dumps, genuine_sem_dumps};
 use input::generator::{open_conn, Timing};
 use input::rdb::{tokens_of, Field};
 use support::*;
@@ -133,17 +134,19 @@ fn restored_dump_behaves_like_the_original() {
     // Leases of restored keys still end at the original deadline, and hand the lock on.
     let lease = 1500;
     let t0 = now_ms();
-    let (sm, srw, _, _) = {
-        for k in ["src:mutex", "src:rw", "src:readers", "src:fence"] {
+    let (sm, srw, ssem) = {
+        for k in ["src:mutex", "src:rw", "src:readers", "src:fence", "src:sem", "src:semall"] {
             must(&mut c, &["DEL", k]);
         }
-        genuine_dumps(&mut c, t, lease)
+        let (sm, srw, _, _) = genuine_dumps(&mut c, t, lease);
+        let (_, ssem) = genuine_sem_dumps(&mut c, t, lease);
+        (sm, srw, ssem)
     };
     let t1 = now_ms();
-    for k in ["src:mutex", "src:rw", "src:readers", "src:fence"] {
+    for k in ["src:mutex", "src:rw", "src:readers", "src:fence", "src:sem", "src:semall"] {
         must(&mut c, &["DEL", k]);
     }
-    for (d, key) in [(&sm, "short:mutex"), (&srw, "short:rw")] {
+    for (d, key) in [(&sm, "short:mutex"), (&srw, "short:rw"), (&ssem, "short:sem")] {
         let r = c.call(&[b"RESTORE".as_slice(), key.as_bytes(), b"0", &d.raw], t.hang).unwrap();
         assert_eq!(r, Reply::Simple("OK".into()));
     }
@@ -151,7 +154,11 @@ fn restored_dump_behaves_like_the_original() {
     waiter.send(&["LOCK.ACQUIRE", "short:mutex", "bob", "5000", "WAIT", "10000"]).unwrap();
     let mut rwaiter = open_conn(server.port, t.hang).unwrap();
     rwaiter.send(&["RWLOCK.WLOCK", "short:rw", "bob", "5000", "WAIT", "10000"]).unwrap();
-    for (w, key, old) in [(&mut waiter, "short:mutex", &sm), (&mut rwaiter, "short:rw", &srw)] {
+    let mut swaiter = open_conn(server.port, t.hang).unwrap();
+    swaiter.send(&["SEM.ACQUIRE", "short:sem", "bob", "3", "5000", "COUNT", "2", "WAIT", "10000"]).unwrap();
+    for (w, key, old) in
+        [(&mut waiter, "short:mutex", &sm), (&mut rwaiter, "short:rw", &srw), (&mut swaiter, "short:sem", &ssem)]
+    {
         let r = w.read_within(Duration::from_secs(8)).unwrap();
         let at = now_ms();
         let Some(Reply::Int(tok)) = r else {
@@ -168,5 +175,129 @@ fn restored_dump_behaves_like_the_original() {
     }
     drop(waiter);
     drop(rwaiter);
+    drop(swaiter);
     assert!(server.is_alive() && other.is_alive());
+}
+
+/// The `holds` of the holder `owner` in a `SEM.INFO` reply.
+fn sem_holds(r: &Reply, owner: &str) -> Option<i64> {
+    let m = r.fields().ok()?;
+    let Reply::Array(hs) = m.get("holders")? else { return None };
+    hs.iter().find_map(|h| {
+        let hm = h.fields().ok()?;
+        (hm.get("owner")?.bytes()? == owner.as_bytes()).then(|| hm.get("holds")?.int())?
+    })
+}
+
+#[test]
+fn restored_semaphore_behaves_like_the_original() {
+    let server = Server::start(&[]);
+    let other = Server::start(&["sanitize-dump-payload yes"]);
+    let t = Timing::native();
+    let mut c = open_conn(server.port, t.hang).unwrap();
+    let mut o = open_conn(other.port, t.hang).unwrap();
+    let (sem, all) = genuine_sem_dumps(&mut c, t, 600_000);
+    for (d, src) in [(&sem, "src:sem"), (&all, "src:semall")] {
+        let dst = format!("{src}:copy");
+        let r = c.call(&[b"RESTORE".as_slice(), dst.as_bytes(), b"0", &d.raw], t.hang).unwrap();
+        assert_eq!(r, Reply::Simple("OK".into()), "RESTORE {dst} of the genuine DUMP of {src}");
+        assert_eq!(must(&mut c, &["TYPE", &dst]), Reply::Simple("locksemph".into()));
+        assert_same_state(&mut c, "SEM.INFO", src, &dst);
+        // The same payload on another server (sanitize-dump-payload yes).
+        let r = o.call(&[b"RESTORE".as_slice(), src.as_bytes(), b"0", &d.raw], t.hang).unwrap();
+        assert_eq!(r, Reply::Simple("OK".into()), "RESTORE {src} on the other server");
+        let (a, _) = info_parts(&must(&mut c, &["SEM.INFO", src]));
+        let (b, _) = info_parts(&must(&mut o, &["SEM.INFO", src]));
+        assert_eq!(a, b, "SEM.INFO {src} on the other server differs");
+    }
+
+    // The restored semaphore (limit 5: alice 2 permits twice, bob 1, carol 2) works like
+    // the original: its limit is bound, no permit is free, each holder reenters with its
+    // own permits and token, and the permits come back as the holds go.
+    let key = "src:sem:copy";
+    let info = must(&mut c, &["SEM.INFO", key]);
+    let fields = info.fields().unwrap();
+    assert_eq!((fields["limit"].int(), fields["available"].int()), (Some(5), Some(0)), "{}", info.brief());
+    let alice = tokens_of(&sem)[0];
+    assert_eq!(sem_holds(&info, "alice"), Some(2));
+    assert_eq!(must(&mut c, &["SEM.ACQUIRE", key, "dan", "5", "1000"]), Reply::Nil);
+    assert_eq!(
+        must(&mut c, &["SEM.ACQUIRE", key, "dan", "4", "1000"]),
+        Reply::Err("ERR limit mismatch: semaphore has limit 5".into())
+    );
+    assert_eq!(must(&mut c, &["SEM.ACQUIRE", key, "alice", "5", "600000", "COUNT", "1"]), Reply::Err("ERR owner holds 2 permits".into()));
+    assert_eq!(must(&mut c, &["SEM.ACQUIRE", key, "alice", "5", "600000", "COUNT", "2"]), Reply::Int(alice));
+    for left in [2, 1] {
+        assert_eq!(must(&mut c, &["SEM.RELEASE", key, "alice"]), Reply::Int(1));
+        assert_eq!(sem_holds(&must(&mut c, &["SEM.INFO", key]), "alice"), Some(left));
+    }
+    assert_eq!(must(&mut c, &["SEM.RELEASE", key, "alice"]), Reply::Int(1));
+    let dan = must(&mut c, &["SEM.ACQUIRE", key, "dan", "5", "1000", "COUNT", "2"]);
+    let old_max = tokens_of(&sem).into_iter().max().unwrap();
+    assert!(matches!(dan, Reply::Int(t) if t > old_max), "dan got {} (restored tokens up to {old_max})", dan.brief());
+    for owner in ["dan", "bob", "carol"] {
+        assert_eq!(must(&mut c, &["SEM.RELEASE", key, owner]), Reply::Int(1), "{owner}");
+    }
+    assert_eq!(must(&mut c, &["SEM.INFO", key]), Reply::Nil);
+    assert_eq!(must(&mut c, &["EXISTS", key]), Reply::Int(0), "a released restored semaphore leaves no key");
+    // The one that holds the whole limit twice.
+    let key = "src:semall:copy";
+    assert_eq!(must(&mut c, &["SEM.ACQUIRE", key, "x", "3", "1000"]), Reply::Nil);
+    for _ in 0..2 {
+        assert_eq!(must(&mut c, &["SEM.RELEASE", key, "dave"]), Reply::Int(1));
+    }
+    assert_eq!(must(&mut c, &["EXISTS", key]), Reply::Int(0));
+
+    // A restored token from the future (a clock ahead, still below 2^53) raises the
+    // server's token floor: the next token on any key is above it.
+    let ahead = token_wall_part(now_ms() + 3_600_000);
+    let mut fields = all.fields.clone();
+    fields[4] = Field::U(ahead as u64);
+    let payload = all.build(7, all.module_id, &fields, true);
+    let r = o.call(&[b"RESTORE".as_slice(), b"ahead", b"0", &payload], t.hang).unwrap();
+    assert_eq!(r, Reply::Simple("OK".into()), "RESTORE of a semaphore with a token one hour ahead");
+    let next = (&must(&mut o, &["SEM.ACQUIRE", "unrelated", "o", "1", "1000"])).int().unwrap();
+    assert!(next > ahead, "SEM.ACQUIRE gave {next} after restoring token {ahead}: RESTORE did not raise the token floor");
+    assert!(server.is_alive() && other.is_alive());
+}
+
+/// Found by this suite (see the report): a hold count restored at its largest (i64::MAX,
+/// which the loaders accept) goes past it on one more reentry: INFO then reports
+/// `holds` -9223372036854775808, and the value can no longer be loaded, so `DEBUG
+/// RELOAD` (and a restart from that RDB) fails. Mutex and semaphore alike.
+#[test]
+fn a_hold_count_at_its_largest_survives_one_more_reentry() {
+    let server = Server::start(&[]);
+    let t = Timing::native();
+    let mut c = open_conn(server.port, t.hang).unwrap();
+    let (m, _, _, _) = genuine_dumps(&mut c, t, 600_000);
+    let (_, all) = genuine_sem_dumps(&mut c, t, 600_000);
+    let top = i64::MAX as u64;
+    // (payload, key, the holder's reentry, its INFO command, the holder)
+    let mut mf = m.fields.clone();
+    mf[3] = Field::U(top);
+    let mut sf = all.fields.clone();
+    sf[6] = Field::U(top);
+    for (payload, key, again, info, owner) in [
+        (m.build(7, m.module_id, &mf, true), "top:mutex", vec!["LOCK.ACQUIRE", "top:mutex", "alice", "600000"], "LOCK.INFO", "alice"),
+        (
+            all.build(7, all.module_id, &sf, true),
+            "top:sem",
+            vec!["SEM.ACQUIRE", "top:sem", "dave", "3", "600000", "COUNT", "3"],
+            "SEM.INFO",
+            "dave",
+        ),
+    ] {
+        let r = c.call(&[b"RESTORE".as_slice(), key.as_bytes(), b"0", &payload], t.hang).unwrap();
+        assert_eq!(r, Reply::Simple("OK".into()), "RESTORE {key} with holds i64::MAX");
+        let r = must(&mut c, &again);
+        assert!(matches!(r, Reply::Int(_) | Reply::Err(_)), "{again:?} answered {}", r.brief());
+        let i = must(&mut c, &[info, key]);
+        let holds = match info {
+            "LOCK.INFO" => i.fields().unwrap()["holds"].int(),
+            _ => sem_holds(&i, owner),
+        };
+        assert!(holds.is_some_and(|h| h >= 1), "{info} {key} after one more reentry: {}", i.brief());
+    }
+    assert_eq!(must(&mut c, &["DEBUG", "RELOAD"]), Reply::Simple("OK".into()), "DEBUG RELOAD after the reentries");
 }

@@ -53,8 +53,10 @@ fn random_commands_under_valgrind() {
     let (cases, judged) = {
         let mut setup = open_conn(vg.port, t.hang).unwrap();
         let (m, rw, readers, f) = genuine_dumps(&mut setup, t, 600_000);
+        let (sem, sem_all) = genuine_sem_dumps(&mut setup, t, 600_000);
         let mut cases = handcrafted_cases(&m, &rw, &f);
-        for d in [&m, &rw, &readers, &f] {
+        cases.extend(handcrafted_sem_cases(&sem, &m));
+        for d in [&m, &rw, &readers, &f, &sem, &sem_all] {
             cases.extend(field_cases(d));
             let body = d.body();
             let payload = &body[..body.len() - 2];

@@ -32,10 +32,11 @@ struct Spec {
     acl: &'static [&'static str],
     /// Key spec flags as `COMMAND INFO` shows them.
     key_flags: &'static [&'static str],
-    /// `COMMAND DOCS` arguments in order: (name, type); the WAIT option is checked apart.
+    /// `COMMAND DOCS` arguments in order: (name, type); the options are checked apart.
     args: &'static [(&'static str, &'static str)],
-    /// Whether the last argument is the optional `WAIT timeout`.
-    wait: bool,
+    /// The tokens of the optional arguments that end the command, in order (`WAIT` of
+    /// `WAIT timeout` for the acquires; `COUNT` then `WAIT` for SEM.ACQUIRE).
+    options: &'static [&'static str],
     /// A well-formed call (arguments after the name) on key `k`.
     example: &'static [&'static str],
 }
@@ -64,7 +65,7 @@ fn specs() -> Vec<Spec> {
         acl: ACQUIRE_ACL,
         key_flags: KS_UPDATE,
         args: ACQUIRE_ARGS,
-        wait: true,
+        options: &["WAIT"],
         example: &["k", "o", "1000"],
     };
     let release = |name| Spec {
@@ -75,7 +76,7 @@ fn specs() -> Vec<Spec> {
         acl: &["write", "fast"],
         key_flags: KS_DELETE,
         args: RELEASE_ARGS,
-        wait: false,
+        options: &[],
         example: &["k", "o"],
     };
     let extend = |name| Spec {
@@ -86,7 +87,7 @@ fn specs() -> Vec<Spec> {
         acl: &["write", "fast"],
         key_flags: KS_MODIFY,
         args: EXTEND_ARGS,
-        wait: false,
+        options: &[],
         example: &["k", "o", "1000"],
     };
     let read = |name, flags: &'static [&'static str], acl: &'static [&'static str]| Spec {
@@ -97,7 +98,7 @@ fn specs() -> Vec<Spec> {
         acl,
         key_flags: KS_READ,
         args: KEY_ONLY,
-        wait: false,
+        options: &[],
         example: &["k"],
     };
     let internal = |name, arity, key_flags, args: &'static [(&'static str, &'static str)], example| Spec {
@@ -108,7 +109,7 @@ fn specs() -> Vec<Spec> {
         acl: &["write", "slow"],
         key_flags,
         args,
-        wait: false,
+        options: &[],
         example,
     };
     vec![
@@ -130,7 +131,7 @@ fn specs() -> Vec<Spec> {
             acl: &["write", "fast"],
             key_flags: KS_UPDATE,
             args: KEY_ONLY,
-            wait: false,
+            options: &[],
             example: &["k"],
         },
         Spec {
@@ -141,10 +142,31 @@ fn specs() -> Vec<Spec> {
             acl: &["write", "fast"],
             key_flags: KS_UPDATE,
             args: &[("key", "key"), ("token", "integer")],
-            wait: false,
+            options: &[],
             example: &["k", "5"],
         },
         read("fence.current", &["readonly", "module", "fast"], &["read", "fast"]),
+        Spec {
+            name: "sem.acquire",
+            public: true,
+            arity: -5,
+            flags: ACQUIRE_FLAGS,
+            acl: ACQUIRE_ACL,
+            key_flags: KS_UPDATE,
+            args: &[
+                ("key", "key"),
+                ("owner", "string"),
+                ("limit", "integer"),
+                ("ttl", "integer"),
+                ("permits", "integer"),
+                ("timeout", "integer"),
+            ],
+            options: &["COUNT", "WAIT"],
+            example: &["k", "o", "3", "1000"],
+        },
+        release("sem.release"),
+        extend("sem.extend"),
+        read("sem.info", &["readonly", "module"], &["read", "slow"]),
         internal(
             "fencelock.mutex",
             6,
@@ -180,6 +202,22 @@ fn specs() -> Vec<Spec> {
             &[("key", "key"), ("mode", "string"), ("owner", "string")],
             &["k", "read", "o"],
         ),
+        internal(
+            "fencelock.semhold",
+            8,
+            KS_OVERWRITE,
+            &[
+                ("key", "key"),
+                ("limit", "integer"),
+                ("owner", "string"),
+                ("permits", "integer"),
+                ("token", "integer"),
+                ("deadline", "integer"),
+                ("holds", "integer"),
+            ],
+            &["k", "3", "o", "1", "5", "99999999999999", "1"],
+        ),
+        internal("fencelock.semdrop", 3, KS_DELETE, &[("key", "key"), ("owner", "string")], &["k", "o"]),
     ]
 }
 
@@ -554,6 +592,7 @@ fn read_only_key_permission_allows_reads_and_refuses_writes() {
     let token = grant(&mut admin, "k", "holder", LONG_TTL);
     ok(&mut admin, &["RWLOCK.RLOCK", "rw", "reader", &LONG_TTL.to_string()]);
     let fence = fence_next(&mut admin, "f");
+    let sem_token = sem_grant(&mut admin, "sem", "holder", 3, 2, LONG_TTL);
     let before = digest(&mut admin);
     ok(&mut admin, &["ACL", "SETUSER", "ro", "on", "nopass", "%R~*", "+@all"]);
     let mut ro = conn_as(&server, "ro", "any");
@@ -565,6 +604,9 @@ fn read_only_key_permission_allows_reads_and_refuses_writes() {
     assert_eq!(text(&rw["mode"]), "read");
     assert_eq!(allowed(&mut ro, &["FENCE.CURRENT", "f"]), Value::Int(fence));
     assert_eq!(allowed(&mut ro, &["FENCE.CURRENT", "none"]), Value::Int(0));
+    let sem = parse_sem_info(&allowed(&mut ro, &["SEM.INFO", "sem"])).expect("SEM.INFO sem is nil");
+    assert_eq!((sem.who(), sem.holder("holder").token, sem.available), (owners(&["holder"]), sem_token, 1));
+    assert_eq!(allowed(&mut ro, &["SEM.INFO", "free"]), Value::Nil);
 
     let ttl = LONG_TTL.to_string();
     let max = i64::MAX.to_string();
@@ -587,6 +629,13 @@ fn read_only_key_permission_allows_reads_and_refuses_writes() {
         vec!["FENCELOCK.FENCE", "f", "1", "1"],
         vec!["FENCELOCK.RWHOLD", "rw", "read", "x", "1", "1", "1"],
         vec!["FENCELOCK.RWDROP", "rw", "read", "reader"],
+        vec!["SEM.ACQUIRE", "new", "o", "3", &ttl],
+        vec!["SEM.ACQUIRE", "new", "o", "3", &ttl, "COUNT", "1", "WAIT", "10"],
+        vec!["SEM.ACQUIRE", "sem", "holder", "3", &ttl, "COUNT", "2"],
+        vec!["SEM.RELEASE", "sem", "holder"],
+        vec!["SEM.EXTEND", "sem", "holder", &ttl],
+        vec!["FENCELOCK.SEMHOLD", "sem", "3", "x", "1", "1", "1", "1"],
+        vec!["FENCELOCK.SEMDROP", "sem", "holder"],
     ];
     for call in &writes {
         let e = noperm(&mut ro, call);
@@ -594,8 +643,9 @@ fn read_only_key_permission_allows_reads_and_refuses_writes() {
     }
     // Nothing changed, and the reads still run on the same connection.
     assert_eq!(held(&mut ro, "k").holds, 1);
+    assert_eq!(sem_held(&mut ro, "sem").holder("holder").holds, 1);
     assert_eq!(digest(&mut admin), before, "a refused write changed the data");
-    assert_eq!(dbsize(&mut admin), 3);
+    assert_eq!(dbsize(&mut admin), 4);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -618,10 +668,10 @@ fn command_flags_match_native_commands() {
     }
     assert!(wrong.is_empty(), "wrong command flags:\n{}", wrong.join("\n"));
     // The ones the task names, spelled out.
-    for name in ["lock.acquire", "rwlock.rlock", "rwlock.wlock"] {
+    for name in ["lock.acquire", "rwlock.rlock", "rwlock.wlock", "sem.acquire"] {
         assert!(command_info(&mut c, name).flags.contains("blocking"), "{name} lacks blocking");
     }
-    for name in ["lock.acquire", "rwlock.rlock", "rwlock.wlock", "fence.next", "fence.check"] {
+    for name in ["lock.acquire", "rwlock.rlock", "rwlock.wlock", "sem.acquire", "fence.next", "fence.check"] {
         assert!(command_info(&mut c, name).flags.contains("denyoom"), "{name} lacks denyoom");
     }
 }
@@ -638,6 +688,8 @@ fn over_maxmemory_creating_commands_answer_oom_and_the_rest_work() {
     ok(&mut c, &["RWLOCK.RLOCK", "rw", "r1", &ttl]);
     ok(&mut c, &["RWLOCK.RLOCK", "rw", "r2", &ttl]);
     let fence = fence_next(&mut c, "f");
+    let ts = sem_grant(&mut c, "sem", "a", 3, 1, LONG_TTL);
+    sem_grant(&mut c, "sem", "b", 3, 1, LONG_TTL);
     let used: i64 = info(&mut c, "memory")["used_memory"].parse().unwrap();
     assert!(used > 1, "used_memory {used}");
     let keys_before = dbsize(&mut c);
@@ -653,9 +705,13 @@ fn over_maxmemory_creating_commands_answer_oom_and_the_rest_work() {
     oom(&mut c, &["LOCK.ACQUIRE", "newlock", "o", &ttl, "WAIT", "100"]);
     oom(&mut c, &["RWLOCK.RLOCK", "newrw", "o", &ttl]);
     oom(&mut c, &["RWLOCK.WLOCK", "newrw", "o", &ttl]);
+    oom(&mut c, &["SEM.ACQUIRE", "newsem", "o", "3", &ttl]);
+    oom(&mut c, &["SEM.ACQUIRE", "newsem", "o", "3", &ttl, "COUNT", "2", "WAIT", "100"]);
+    // A free permit of an existing semaphore is refused too (deny-oom, like SET).
+    oom(&mut c, &["SEM.ACQUIRE", "sem", "c", "3", &ttl]);
     // deny-oom refuses on an existing key too, like SET.
     oom(&mut c, &["FENCE.CHECK", "f", &(fence + 1).to_string()]);
-    for k in ["newfence", "newfence2", "newlock", "newrw"] {
+    for k in ["newfence", "newfence2", "newlock", "newrw", "newsem"] {
         assert!(!exists(&mut c, k), "{k} was created over maxmemory");
     }
     assert_eq!(dbsize(&mut c), keys_before);
@@ -672,6 +728,10 @@ fn over_maxmemory_creating_commands_answer_oom_and_the_rest_work() {
     let rw = pairs(&ok(&mut c, &["RWLOCK.INFO", "rw"]));
     assert_eq!(items(&rw["holders"]).len(), 1);
     assert_eq!(fence_current(&mut c, "f"), fence);
+    assert_eq!(sem_extend(&mut c, "sem", "a", LONG_TTL), 1);
+    assert_eq!(sem_release(&mut c, "sem", "b"), 1);
+    let s = sem_held(&mut c, "sem");
+    assert_eq!((s.who(), s.holder("a").token, s.available), (owners(&["a"]), ts, 2));
     assert_eq!(release(&mut c, "m", "o"), 1);
     assert!(!exists(&mut c, "m"), "the released lock kept its key");
     assert_eq!(lock_info(&mut c, "m"), None);
@@ -680,6 +740,7 @@ fn over_maxmemory_creating_commands_answer_oom_and_the_rest_work() {
     // The refusals were about memory: the same calls work now.
     assert_eq!(fence_check(&mut c, "newfence", "5"), Ok(1));
     grant(&mut c, "newlock", "o", LONG_TTL);
+    sem_grant(&mut c, "newsem", "o", 3, 2, LONG_TTL);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -719,12 +780,13 @@ fn command_docs_describe_every_command() {
         let want: Vec<(String, String)> = s.args.iter().map(|(n, t)| (n.to_string(), t.to_string())).collect();
         assert_eq!(got, want, "{}: arguments", s.name);
         assert_eq!(as_int(&args[0]["key_spec_index"]), 0, "{}: the key argument names key spec 0", s.name);
+        let first_option = args.len() - s.options.len();
         for (i, a) in args.iter().enumerate() {
-            let last_wait = s.wait && i == args.len() - 1;
             let flags = a.get("flags").map(strings).unwrap_or_default();
-            if last_wait {
-                assert_eq!(a.get("token").map(text).as_deref(), Some("WAIT"), "{}: timeout token", s.name);
-                assert_eq!(flags, set_of(&["optional"]), "{}: timeout flags", s.name);
+            if i >= first_option {
+                let token = s.options[i - first_option];
+                assert_eq!(a.get("token").map(text).as_deref(), Some(token), "{}: {token} token", s.name);
+                assert_eq!(flags, set_of(&["optional"]), "{}: {token} flags", s.name);
             } else {
                 assert!(a.get("token").is_none(), "{}: argument {i} has a token: {a:?}", s.name);
                 assert!(flags.is_empty(), "{}: argument {i} has flags {flags:?}", s.name);
@@ -791,6 +853,12 @@ fn redis_cli_help_shows_the_summary() {
     let out = Command::new(&cli).args(["-p", &server.port.to_string(), "HELP", "LOCK.ACQUIRE"]).output().unwrap();
     let shown = strip_ansi(&String::from_utf8_lossy(&out.stdout));
     assert!(shown.contains("LOCK.ACQUIRE key owner ttl [WAIT timeout]"), "{cli} HELP LOCK.ACQUIRE synopsis:\n{shown}");
+    let out = Command::new(&cli).args(["-p", &server.port.to_string(), "HELP", "SEM.ACQUIRE"]).output().unwrap();
+    let shown = strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        shown.contains("SEM.ACQUIRE key owner limit ttl [COUNT permits] [WAIT timeout]"),
+        "{cli} HELP SEM.ACQUIRE synopsis:\n{shown}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -895,7 +963,7 @@ fn acl_rules_by_category_follow_the_server_kind() {
     let mut rule = vec!["ACL", "SETUSER", "readme", "on", ">p", "~*", "+@all", "-@write"];
     let removals: Vec<String> = public_writes().iter().map(|s| format!("-{}", s.name)).collect();
     rule.extend(removals.iter().map(String::as_str));
-    assert_eq!(public_writes().len(), 10);
+    assert_eq!(public_writes().len(), 13);
     ok(&mut admin, &rule);
     let mut u = conn_as(&server, "readme", "p");
     for call in &write_calls {
@@ -949,7 +1017,7 @@ fn acl_rules_by_category_follow_the_server_kind() {
         noperm(&mut u, &as_strs(call));
     }
 
-    // +@blocking alone: exactly the three acquires of ours.
+    // +@blocking alone: exactly the four acquires of ours.
     ok(&mut admin, &["ACL", "SETUSER", "blocker", "on", ">p", "~*", "+@blocking"]);
     for s in specs() {
         let mut call = vec!["ACL", "DRYRUN", "blocker"];
@@ -958,7 +1026,7 @@ fn acl_rules_by_category_follow_the_server_kind() {
         assert_eq!(v == Value::Okay, s.acl.contains(&"blocking"), "{}: {}: {v:?}", kind.desc, call.join(" "));
     }
 
-    let blocking = set_of(&["lock.acquire", "rwlock.rlock", "rwlock.wlock"]);
+    let blocking = set_of(&["lock.acquire", "rwlock.rlock", "rwlock.wlock", "sem.acquire"]);
     check_acl_cat(&mut admin, &kind, &ours, "blocking", &blocking);
     let by_cat = |cat: &str| -> BTreeSet<String> {
         specs().iter().filter(|s| s.acl.contains(&cat)).map(|s| s.name.to_string()).collect()
@@ -1090,6 +1158,9 @@ fn fencelock_category_holds_exactly_the_module_commands() {
     assert_eq!(held(&mut u, "k").token, token);
     ok(&mut u, &["RWLOCK.RLOCK", "rw", "o", "1000"]);
     fence_next(&mut u, "f");
+    let st = sem_grant(&mut u, "s", "o", 3, 2, LONG_TTL);
+    assert_eq!(sem_held(&mut u, "s").holder("o").token, st);
+    assert_eq!(sem_release(&mut u, "s", "o"), 1);
     assert_eq!(release(&mut u, "k", "o"), 1);
     noperm(&mut u, &["GET", "k"]);
     noperm(&mut u, &["SET", "k", "1"]);

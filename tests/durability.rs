@@ -4,7 +4,7 @@
 //! issued afterwards are larger.
 //!
 //! Each test builds the state of every lock kind (`kinds::KINDS`, `tests/support/kinds.rs`:
-//! mutex, read-write lock, fences) on one server, with a plain string beside them, and asks
+//! mutex, read-write lock, fences, semaphores) on one server, with a plain string beside them, and asks
 //! each kind for its checks; a new kind joins every test with its `LockKind` impl.
 
 #[path = "support/kinds.rs"]

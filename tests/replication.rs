@@ -2,7 +2,7 @@
 //! promotion, and the read/write split of the commands.
 //!
 //! Each test runs for every lock kind (`kinds::KINDS`, `tests/support/kinds.rs`: mutex,
-//! read-write lock, fences) on one master and its replica; a new kind joins every test with
+//! read-write lock, fences, semaphores) on one master and its replica; a new kind joins every test with
 //! its `LockKind` impl.
 
 #[path = "support/kinds.rs"]

@@ -120,7 +120,7 @@ impl Mutex {
         self.end_if_over(now);
         match &mut self.holder {
             Some(h) if h.owner == owner => {
-                h.holds = h.holds.saturating_add(1);
+                h.holds = super::one_more(h.holds);
                 h.deadline = now + ttl;
                 let token = h.token;
                 self.changed();

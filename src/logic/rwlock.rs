@@ -186,7 +186,7 @@ impl RwLock {
         self.end_over(now);
         if let Some(held) = self.get(mode, owner).copied() {
             // Reentry is granted whoever waits: refusing it would deadlock the holder.
-            let hold = Hold { holds: held.holds.saturating_add(1), deadline: now + ttl, ..held };
+            let hold = Hold { holds: super::one_more(held.holds), deadline: now + ttl, ..held };
             self.set(mode, owner, Some(hold));
             return Ok(Acquire::Reentered(held.token));
         }

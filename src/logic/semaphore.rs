@@ -89,6 +89,14 @@ pub struct Semaphore {
     changes: Vec<Vec<u8>>,
 }
 
+/// Empty and unbound (limit 0): what a missing key reads as. The first grant binds
+/// the caller's limit.
+impl Default for Semaphore {
+    fn default() -> Self {
+        Semaphore::with_limit(0)
+    }
+}
+
 impl Semaphore {
     /// An empty semaphore bound to `limit`: what the glue keeps while clients wait on a
     /// key nobody holds, and what loading starts from.
@@ -226,7 +234,7 @@ impl Semaphore {
                 return Err(SemError::OwnerHolds(held.permits));
             }
             // Reentry is granted whoever waits: refusing it would deadlock the holder.
-            let hold = Hold { holds: held.holds.saturating_add(1), deadline: now + ttl, ..held };
+            let hold = Hold { holds: super::one_more(held.holds), deadline: now + ttl, ..held };
             self.set(owner, Some(hold));
             return Ok(Acquire::Reentered(held.token));
         }

@@ -6,6 +6,7 @@
 //! through this trait; a blocked acquire through `Request`; keys of unknown kind through
 //! the registry of `KindOps`, filled once at load.
 
+use std::any::Any;
 use std::sync::OnceLock;
 
 use redis_module::key::RedisKey;
@@ -70,8 +71,10 @@ pub fn same(a: &dyn KindOps, b: &dyn KindOps) -> bool {
     std::ptr::eq(a.data_type(), b.data_type())
 }
 
-/// An acquire that waits: what it needs to be retried when its key is signalled.
-pub trait Request: 'static {
+/// An acquire that waits: what it needs to be retried when its key is signalled. The
+/// waiting queue keeps it, so a kind may look at what its waiters asked for (`Any`: a
+/// semaphore whose key is gone learns its waiters' limit so).
+pub trait Request: Any + Send + Sync {
     fn kind(&self) -> &'static dyn KindOps;
 
     /// Tries to grant; `None` while it must wait. `waiter` is the caller's place in the

@@ -141,7 +141,7 @@ fn settle<K: Kind>(ctx: &Context, key: &RedisString, now: Millis) {
 /// type (or kind) than its waiters wait for has them signalled, to answer WRONGTYPE.
 pub fn settle_any(ctx: &Context, key: &RedisString, now: Millis) {
     let db = ffi::selected_db(ctx);
-    let front = waiting::front_kind(db, key.as_slice());
+    let front = waiting::front(db, key.as_slice()).map(|request| request.kind());
     let found = kind::kind_of(&ctx.open_key(key));
     match (found, front) {
         (Ok(None), Some(front)) => front.settle(ctx, key, now),

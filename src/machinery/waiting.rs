@@ -16,17 +16,17 @@
 //! any reply: a waiter is granted in the same turn as the change that freed the lock.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use redis_module::{Context, ContextFlags, RedisString, RedisValue};
 
-use crate::machinery::kind::{KindOps, Request};
+use crate::machinery::kind::Request;
 use crate::error::{Error, Result};
 use crate::ffi::{self, Blocked, Db};
 use crate::logic::waiters::{WaitQueue, WaiterId};
 use crate::logic::{Millis, MAX_TTL_MS};
 
-type Queue = WaitQueue<&'static dyn KindOps>;
+type Queue = WaitQueue<Arc<dyn Request>>;
 
 #[derive(Default)]
 struct Waiters {
@@ -69,9 +69,10 @@ pub fn count(db: Db, key: &[u8]) -> usize {
     with(|w| w.queue(db, key).map_or(0, WaitQueue::len))
 }
 
-/// The kind the first waiter on `key` waits for: what a removed key must come back as.
-pub fn front_kind(db: Db, key: &[u8]) -> Option<&'static dyn KindOps> {
-    with(|w| w.queue(db, key).and_then(|q| q.front().map(|(_, kind)| *kind)))
+/// What the first waiter on `key` asked for (its kind is what a removed key must come
+/// back as).
+pub fn front(db: Db, key: &[u8]) -> Option<Arc<dyn Request>> {
+    with(|w| w.queue(db, key).and_then(|q| q.front().map(|(_, request)| Arc::clone(request))))
 }
 
 /// True when someone queued ahead of `waiter` (or, for a newcomer, anyone) waits on the
@@ -100,7 +101,7 @@ pub fn acquire(ctx: &Context, key: &RedisString, wait: Option<Millis>, request: 
     match wait {
         // Inside MULTI/EXEC or a script the acquire is a single try.
         Some(timeout) if !ctx.get_flags().intersects(ContextFlags::DENY_BLOCKING | ContextFlags::MULTI | ContextFlags::LUA) => {
-            block(ctx, key, timeout, Box::new(request))
+            block(ctx, key, timeout, Arc::new(request))
         }
         _ => Ok(RedisValue::Null),
     }
@@ -111,16 +112,15 @@ struct Ticket {
     id: WaiterId,
     db: Db,
     key: Box<[u8]>,
-    request: Box<dyn Request>,
+    request: Arc<dyn Request>,
 }
 
-fn block(ctx: &Context, key: &RedisString, timeout: Millis, request: Box<dyn Request>) -> Result<RedisValue> {
+fn block(ctx: &Context, key: &RedisString, timeout: Millis, request: Arc<dyn Request>) -> Result<RedisValue> {
     let db = ffi::selected_db(ctx);
-    let kind = request.kind();
     let id = with(|w| {
         w.last_id += 1;
         let id = w.last_id;
-        w.queues.entry(db).or_default().entry(key.as_slice().into()).or_default().push(id, kind);
+        w.queues.entry(db).or_default().entry(key.as_slice().into()).or_default().push(id, Arc::clone(&request));
         id
     });
     // Redis adds the timeout to its clock in a signed 64-bit sum; a timeout beyond any

@@ -9,6 +9,7 @@
 pub mod fence;
 pub mod lock;
 pub mod rwlock;
+pub mod sem;
 
 use crate::machinery::clock;
 use crate::logic::{tokens, Millis, MAX_TTL_MS};

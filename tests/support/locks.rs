@@ -1,4 +1,4 @@
-//! The module's commands through the `redis` crate: `LOCK.*`, `RWLOCK.*`, `FENCE.*`, their
+//! The module's commands through the `redis` crate: `LOCK.*`, `RWLOCK.*`, `FENCE.*`, `SEM.*`, their
 //! replies parsed and checked against the contract's shapes, and the contract's texts.
 
 #![allow(dead_code)]
@@ -368,4 +368,178 @@ pub fn quick_conn(s: &Server) -> redis::Connection {
     let c = s.conn();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     c
+}
+
+// ---------------------------------------------------------------------------------------
+// Semaphore
+// ---------------------------------------------------------------------------------------
+
+/// The largest limit the contract allows: 2^31.
+pub const MAX_LIMIT: i64 = 1 << 31;
+/// The contract's texts for the semaphore's own errors.
+pub const BAD_LIMIT: &str = "ERR limit must be an integer between 1 and 2147483648";
+pub const BAD_PERMITS: &str = "ERR permits must be a positive integer";
+pub const PERMITS_EXCEED: &str = "ERR permits exceed the limit";
+
+/// `-ERR limit mismatch: semaphore has limit <n>`.
+pub fn limit_mismatch(limit: i64) -> String {
+    format!("ERR limit mismatch: semaphore has limit {limit}")
+}
+
+/// `-ERR owner holds <n> permits`.
+pub fn owner_holds(permits: i64) -> String {
+    format!("ERR owner holds {permits} permits")
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SemHolder {
+    pub owner: Vec<u8>,
+    pub permits: i64,
+    pub token: i64,
+    pub ttl: i64,
+    pub holds: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SemInfo {
+    pub limit: i64,
+    pub available: i64,
+    pub holders: Vec<SemHolder>,
+    pub waiters: i64,
+}
+
+impl SemInfo {
+    pub fn get(&self, owner: &str) -> Option<&SemHolder> {
+        self.holders.iter().find(|h| h.owner == owner.as_bytes())
+    }
+
+    #[track_caller]
+    pub fn holder(&self, owner: &str) -> &SemHolder {
+        self.get(owner).unwrap_or_else(|| panic!("no holder {owner:?} in {self:?}"))
+    }
+
+    /// The owners that hold, sorted.
+    pub fn who(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.holders.iter().map(|h| String::from_utf8_lossy(&h.owner).into_owned()).collect();
+        v.sort();
+        v
+    }
+
+    /// The permits the holders hold together.
+    pub fn held(&self) -> i64 {
+        self.holders.iter().map(|h| h.permits).sum()
+    }
+}
+
+/// Owner names, sorted, to compare with [`SemInfo::who`].
+pub fn owners(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|o| o.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// Parses a `SEM.INFO` reply (None for nil), checking its shape against the contract:
+/// exactly the fields `limit`, `available`, `holders`, `waiters`; each holder exactly
+/// `owner`, `permits`, `token`, `ttl`, `holds`; holders that fit in the limit, and
+/// `available` the permits they leave.
+#[track_caller]
+pub fn parse_sem_info(v: &Value) -> Option<SemInfo> {
+    if let Value::Nil = v {
+        return None;
+    }
+    if let Some(e) = value_err(v) {
+        panic!("SEM.INFO answered an error: {e}");
+    }
+    let m = pairs(v);
+    let mut fields: Vec<&str> = m.keys().map(String::as_str).collect();
+    fields.sort();
+    assert_eq!(fields, ["available", "holders", "limit", "waiters"], "SEM.INFO fields: {v:?}");
+    let num = |f: &str| value_int(&m[f]).unwrap_or_else(|| panic!("SEM.INFO field {f} is not an integer: {v:?}"));
+    let (limit, available, waiters) = (num("limit"), num("available"), num("waiters"));
+    assert!((1..=MAX_LIMIT).contains(&limit), "SEM.INFO limit {limit} outside 1..=2^31: {v:?}");
+    assert!(waiters >= 0, "SEM.INFO waiters {waiters}: {v:?}");
+    let Value::Array(entries) = &m["holders"] else { panic!("SEM.INFO holders is not an array: {v:?}") };
+    let mut holders: Vec<SemHolder> = vec![];
+    for e in entries {
+        let h = pairs(e);
+        let mut hf: Vec<&str> = h.keys().map(String::as_str).collect();
+        hf.sort();
+        assert_eq!(hf, ["holds", "owner", "permits", "token", "ttl"], "SEM.INFO holder fields: {e:?}");
+        let num = |f: &str| value_int(&h[f]).unwrap_or_else(|| panic!("holder field {f} not an integer: {e:?}"));
+        let holder = SemHolder {
+            owner: value_bytes(&h["owner"]).unwrap_or_else(|| panic!("holder owner not a string: {e:?}")),
+            permits: num("permits"),
+            token: num("token"),
+            ttl: num("ttl"),
+            holds: num("holds"),
+        };
+        assert!(!holder.owner.is_empty(), "a holder with an empty owner: {v:?}");
+        assert!((1..=limit).contains(&holder.permits), "holder permits outside 1..=limit: {v:?}");
+        assert!(holder.token > 0, "holder token must be positive: {e:?}");
+        assert!(holder.holds >= 1, "holder with holds < 1: {e:?}");
+        assert!(holder.ttl > 0, "a live holder with ttl <= 0: {e:?}");
+        assert!(holders.iter().all(|o| o.owner != holder.owner), "an owner twice among the holders: {v:?}");
+        holders.push(holder);
+    }
+    let info = SemInfo { limit, available, holders, waiters };
+    assert!(info.held() <= limit, "holders hold {} permits of a limit of {limit}: {v:?}", info.held());
+    assert_eq!(available, limit - info.held(), "SEM.INFO available is not limit - permits held: {v:?}");
+    assert!(!info.holders.is_empty() || waiters > 0, "SEM.INFO not nil with no holder and no waiter: {v:?}");
+    Some(info)
+}
+
+#[track_caller]
+pub fn sem_info(c: &mut redis::Connection, key: &str) -> Option<SemInfo> {
+    parse_sem_info(&raws(c, &["SEM.INFO", key]))
+}
+
+/// `SEM.INFO` of a semaphore that must be held or waited on.
+#[track_caller]
+pub fn sem_held(c: &mut redis::Connection, key: &str) -> SemInfo {
+    sem_info(c, key).unwrap_or_else(|| panic!("SEM.INFO {key} is nil, expected a held semaphore"))
+}
+
+#[track_caller]
+pub fn sem_waiters(c: &mut redis::Connection, key: &str) -> i64 {
+    sem_info(c, key).map_or(0, |i| i.waiters)
+}
+
+/// Waits until `n` clients wait on the semaphore `key`.
+#[track_caller]
+pub fn await_sem_waiters(c: &mut redis::Connection, key: &str, n: i64) {
+    wait_until(PATIENCE, &format!("{n} clients wait on {key}"), || sem_waiters(c, key) == n);
+}
+
+/// `SEM.ACQUIRE key owner limit ttl COUNT permits`: `Some(token)` or `None` for nil.
+/// Panics on an error reply.
+#[track_caller]
+pub fn sem_acquire(c: &mut redis::Connection, key: &str, owner: &str, limit: i64, permits: i64, ttl: i64) -> Option<i64> {
+    let (limit_s, permits_s, ttl_s) = (limit.to_string(), permits.to_string(), ttl.to_string());
+    match raws(c, &["SEM.ACQUIRE", key, owner, &limit_s, &ttl_s, "COUNT", &permits_s]) {
+        Value::Nil => None,
+        Value::Int(t) => {
+            assert!(t > 0, "SEM.ACQUIRE answered a non-positive token {t}");
+            Some(t)
+        }
+        other => panic!(
+            "SEM.ACQUIRE {key} {owner} {limit} {ttl} COUNT {permits} answered {other:?}, expected an integer or nil"
+        ),
+    }
+}
+
+/// `SEM.ACQUIRE ... COUNT permits` that must be granted.
+#[track_caller]
+pub fn sem_grant(c: &mut redis::Connection, key: &str, owner: &str, limit: i64, permits: i64, ttl: i64) -> i64 {
+    sem_acquire(c, key, owner, limit, permits, ttl)
+        .unwrap_or_else(|| panic!("SEM.ACQUIRE {key} {owner} {limit} {ttl} COUNT {permits} was not granted"))
+}
+
+#[track_caller]
+pub fn sem_release(c: &mut redis::Connection, key: &str, owner: &str) -> i64 {
+    int(c, &["SEM.RELEASE", key, owner])
+}
+
+#[track_caller]
+pub fn sem_extend(c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> i64 {
+    int(c, &["SEM.EXTEND", key, owner, &ttl.to_string()])
 }

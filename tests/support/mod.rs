@@ -14,7 +14,7 @@
 //! - [`resp`]: the one raw RESP client ([`Raw`], [`Reply`]) for protocol work.
 //! - [`cmd`]: commands through the `redis` crate, `INFO`, waiting for conditions,
 //!   persistence and replication in sync.
-//! - [`locks`]: `LOCK.*`, `RWLOCK.*` and `FENCE.*` helpers and their replies parsed.
+//! - [`locks`]: `LOCK.*`, `RWLOCK.*`, `FENCE.*` and `SEM.*` helpers and their replies parsed.
 //! - [`waiter`]: [`Waiter`], a client blocked in a command whose reply comes later.
 //! - `kinds.rs` (mounted as `kinds`): every lock kind behind one trait, for the tests
 //!   organised by concern (durability, replication) that cover each kind.
@@ -41,4 +41,4 @@ pub use cmd::*;
 pub use locks::*;
 pub use resp::{Raw, Reply};
 pub use server::{module_path, redis_server_bin, Options, Server};
-pub use waiter::{queue, queue_blocked, queue_in, Waiter};
+pub use waiter::{queue, queue_blocked, queue_in, queue_sem, Waiter};

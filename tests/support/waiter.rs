@@ -9,7 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::cmd::{blocked_clients, wait_until};
-use super::locks::lock_info;
+use super::locks::{lock_info, sem_info};
 use super::resp::{Raw, Reply};
 use super::server::Server;
 
@@ -58,6 +58,12 @@ impl Waiter {
     /// `LOCK.ACQUIRE key owner ttl WAIT wait` in database `db`.
     pub fn lock_in(s: &Server, db: i64, key: &str, owner: &str, ttl: i64, wait: i64) -> Waiter {
         Waiter::start_in(s, db, &["LOCK.ACQUIRE", key, owner, &ttl.to_string(), "WAIT", &wait.to_string()])
+    }
+
+    /// `SEM.ACQUIRE key owner limit ttl COUNT permits WAIT wait`.
+    pub fn sem(s: &Server, key: &str, owner: &str, limit: i64, permits: i64, ttl: i64, wait: i64) -> Waiter {
+        let (limit, permits, ttl, wait) = (limit.to_string(), permits.to_string(), ttl.to_string(), wait.to_string());
+        Waiter::start(s, &["SEM.ACQUIRE", key, owner, &limit, &ttl, "COUNT", &permits, "WAIT", &wait])
     }
 
     /// The reply, or the I/O error (a killed client's closed connection, a time-out).
@@ -149,5 +155,28 @@ pub fn queue_blocked(s: &Server, c: &mut redis::Connection, args: &[&str], block
     let w = Waiter::start(s, args);
     wait_until(Duration::from_secs(10), &format!("{} blocks", args.join(" ")), || blocked_clients(c) == blocked);
     assert!(w.still_blocked(), "{} answered instead of blocking", args.join(" "));
+    w
+}
+
+/// Starts a `SEM.ACQUIRE ... COUNT permits WAIT wait` waiter and waits until the semaphore
+/// counts `expect` waiters, so that waiters queue in a known order.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn queue_sem(
+    s: &Server,
+    c: &mut redis::Connection,
+    key: &str,
+    owner: &str,
+    limit: i64,
+    permits: i64,
+    ttl: i64,
+    wait: i64,
+    expect: i64,
+) -> Waiter {
+    let w = Waiter::sem(s, key, owner, limit, permits, ttl, wait);
+    wait_until(Duration::from_secs(10), &format!("{owner} waits on {key} ({expect} waiters)"), || {
+        sem_info(c, key).map(|i| i.waiters) == Some(expect)
+    });
+    w.assert_still_blocked();
     w
 }

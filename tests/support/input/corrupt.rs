@@ -17,7 +17,8 @@ use rand::rngs::StdRng;
 use rand::RngCore;
 
 use super::generator::{
-    check_lock_info, check_rw_info, get, get_int, is_internal_error, open_conn, Timing, BINARY, TOKEN_LIMIT,
+    check_lock_info, check_rw_info, check_sem_info, get, get_int, is_internal_error, open_conn, Timing, BINARY,
+    TOKEN_LIMIT,
 };
 use super::rdb::*;
 use crate::support::chaos::full;
@@ -272,73 +273,7 @@ pub fn handcrafted_cases(m: &Dump, rw: &Dump, f: &Dump) -> Vec<Case> {
     add("mutex fields under the rwlock id", rw, vec![S(b"x".to_vec()), U(token), U(later), U(1)], Expect::Any);
     // Encoding versions, module ids, RDB types, RDB versions, framing.
     for d in [m, rw, f] {
-        for encver in [0u64, 2, 1023] {
-            let id = (d.module_id & !1023) | encver;
-            out.push(case(
-                format!("handcrafted {}: encoding version {encver}", d.name),
-                d.build(7, id, &d.fields, true),
-                Expect::Any,
-            ));
-        }
-        out.push(case(
-            format!("handcrafted {}: unknown module type id", d.name),
-            d.build(7, 0x1234_5678_9abc_d401, &d.fields, true),
-            Expect::Any,
-        ));
-        for t in [0u8, 6, 2, 100] {
-            out.push(case(
-                format!("handcrafted {}: RDB type {t}", d.name),
-                d.build(t, d.module_id, &d.fields, true),
-                Expect::Any,
-            ));
-        }
-        out.push(case(
-            format!("handcrafted {}: no EOF opcode", d.name),
-            d.build(7, d.module_id, &d.fields, false),
-            Expect::Any,
-        ));
-        let mut body = encode_fields(&d.fields);
-        body.extend_from_slice(&[0, 0xde, 0xad]);
-        out.push(case(
-            format!("handcrafted {}: bytes after EOF", d.name),
-            d.build_raw(7, d.module_id, &body, false),
-            Expect::Any,
-        ));
-        let mut newer = d.body().to_vec();
-        let n = newer.len();
-        newer[n - 2..].copy_from_slice(&[0xff, 0xff]);
-        out.push(case(format!("handcrafted {}: RDB version 65535", d.name), seal(&newer), Expect::Any));
-        // Opcodes Redis knows but our loaders never ask for (float, double, signed).
-        for op in [1u8, 3, 4, 9] {
-            let mut body = vec![op, 0x01];
-            body.extend(encode_fields(&d.fields));
-            out.push(case(
-                format!("handcrafted {}: opcode {op} first", d.name),
-                d.build_raw(7, d.module_id, &body, true),
-                Expect::Any,
-            ));
-        }
-        // A string whose length claims far more than there is (the allocation fails or the read does).
-        for claim in [1u64 << 20, 1 << 31, 1 << 62] {
-            let mut body = vec![5];
-            rdb_len(&mut body, claim);
-            body.extend_from_slice(b"abc");
-            out.push(case(
-                format!("handcrafted {}: string of claimed length {claim}", d.name),
-                d.build_raw(7, d.module_id, &body, true),
-                Expect::Any,
-            ));
-        }
-        // LZF-compressed and integer-encoded strings where an owner is expected.
-        let mut body = vec![5, 0xc3];
-        rdb_len(&mut body, 4);
-        rdb_len(&mut body, 100);
-        body.extend_from_slice(&[0x1f, 0xff, 0xff, 0xff]);
-        out.push(case(
-            format!("handcrafted {}: corrupt LZF string", d.name),
-            d.build_raw(7, d.module_id, &body, true),
-            Expect::Any,
-        ));
+        out.extend(framing_cases(d));
     }
     let mut body = vec![5, 0xc0, 42];
     body.extend(encode_fields(&[U(token), U(later), U(1)]));
@@ -347,6 +282,172 @@ pub fn handcrafted_cases(m: &Dump, rw: &Dump, f: &Dump) -> Vec<Case> {
         m.build_raw(7, m.module_id, &body, true),
         Expect::Any,
     ));
+    out
+}
+
+/// Payloads of `d` with its fields intact and the framing around them wrong: other
+/// encoding versions, module ids and RDB types, no EOF, bytes after it, a newer RDB
+/// version, opcodes our loaders never ask for, strings that claim more than there is.
+pub fn framing_cases(d: &Dump) -> Vec<Case> {
+    let mut out = Vec::new();
+    for encver in [0u64, 2, 1023] {
+        let id = (d.module_id & !1023) | encver;
+        out.push(case(
+            format!("handcrafted {}: encoding version {encver}", d.name),
+            d.build(7, id, &d.fields, true),
+            Expect::Any,
+        ));
+    }
+    out.push(case(
+        format!("handcrafted {}: unknown module type id", d.name),
+        d.build(7, 0x1234_5678_9abc_d401, &d.fields, true),
+        Expect::Any,
+    ));
+    for t in [0u8, 6, 2, 100] {
+        out.push(case(
+            format!("handcrafted {}: RDB type {t}", d.name),
+            d.build(t, d.module_id, &d.fields, true),
+            Expect::Any,
+        ));
+    }
+    out.push(case(
+        format!("handcrafted {}: no EOF opcode", d.name),
+        d.build(7, d.module_id, &d.fields, false),
+        Expect::Any,
+    ));
+    let mut body = encode_fields(&d.fields);
+    body.extend_from_slice(&[0, 0xde, 0xad]);
+    out.push(case(
+        format!("handcrafted {}: bytes after EOF", d.name),
+        d.build_raw(7, d.module_id, &body, false),
+        Expect::Any,
+    ));
+    let mut newer = d.body().to_vec();
+    let n = newer.len();
+    newer[n - 2..].copy_from_slice(&[0xff, 0xff]);
+    out.push(case(format!("handcrafted {}: RDB version 65535", d.name), seal(&newer), Expect::Any));
+    // Opcodes Redis knows but our loaders never ask for (float, double, signed).
+    for op in [1u8, 3, 4, 9] {
+        let mut body = vec![op, 0x01];
+        body.extend(encode_fields(&d.fields));
+        out.push(case(
+            format!("handcrafted {}: opcode {op} first", d.name),
+            d.build_raw(7, d.module_id, &body, true),
+            Expect::Any,
+        ));
+    }
+    // A string whose length claims far more than there is (the allocation fails or the read does).
+    for claim in [1u64 << 20, 1 << 31, 1 << 62] {
+        let mut body = vec![5];
+        rdb_len(&mut body, claim);
+        body.extend_from_slice(b"abc");
+        out.push(case(
+            format!("handcrafted {}: string of claimed length {claim}", d.name),
+            d.build_raw(7, d.module_id, &body, true),
+            Expect::Any,
+        ));
+    }
+    // LZF-compressed and integer-encoded strings where an owner is expected.
+    let mut body = vec![5, 0xc3];
+    rdb_len(&mut body, 4);
+    rdb_len(&mut body, 100);
+    body.extend_from_slice(&[0x1f, 0xff, 0xff, 0xff]);
+    out.push(case(
+        format!("handcrafted {}: corrupt LZF string", d.name),
+        d.build_raw(7, d.module_id, &body, true),
+        Expect::Any,
+    ));
+    out
+}
+
+/// Handcrafted semaphore payloads (layout: limit, hold count, then per hold owner,
+/// permits, token, deadline, holds): valid ones the loader must take, and impossible
+/// states (a bad limit, permits outside 1 to the limit, holders over the limit, the same
+/// owner twice, bad tokens and holds, counts that lie), all with a valid CRC; plus the
+/// framing cases.
+pub fn handcrafted_sem_cases(sem: &Dump, m: &Dump) -> Vec<Case> {
+    use Field::{S, U};
+    let now = now_ms();
+    let token = token_wall_part(now) as u64;
+    let later = (now + 600_000) as u64;
+    let mut out = Vec::new();
+    let mut add = |label: &str, d: &Dump, fields: Vec<Field>, expect: Expect| {
+        out.push(case(format!("handcrafted {}: {label}", d.name), d.build(7, d.module_id, &fields, true), expect));
+    };
+    let hold = |owner: &str, permits: u64, token: u64, deadline: u64, holds: u64| {
+        vec![S(owner.into()), U(permits), U(token), U(deadline), U(holds)]
+    };
+    let sem_of = |limit: u64, holds: &[Vec<Field>]| [vec![U(limit), U(holds.len() as u64)], holds.concat()].concat();
+    let max = 1u64 << 31;
+    add("a valid holder (encoder check)", sem, sem_of(3, &[hold("x", 1, token, later, 1)]), Expect::Accepted);
+    add(
+        "two valid holders filling the limit (encoder check)",
+        sem,
+        sem_of(3, &[hold("x", 2, token, later, 2), hold("y", 1, token + 1, later, 1)]),
+        Expect::Accepted,
+    );
+    add("the largest limit, all held (encoder check)", sem, sem_of(max, &[hold("x", max, token, later, 1)]), Expect::Accepted);
+    add("no holders, limit 3", sem, sem_of(3, &[]), Expect::Any);
+    add("no holders, limit 0", sem, sem_of(0, &[]), Expect::Any);
+    add("no holders, limit 2^31 + 1", sem, sem_of(max + 1, &[]), Expect::Any);
+    add("limit 0 with a holder", sem, sem_of(0, &[hold("x", 1, token, later, 1)]), Expect::Any);
+    add("limit 2^31 + 1 with a holder", sem, sem_of(max + 1, &[hold("x", 1, token, later, 1)]), Expect::Any);
+    add("limit 2^64 - 1 with a holder", sem, sem_of(u64::MAX, &[hold("x", 1, token, later, 1)]), Expect::Any);
+    add("permits 0", sem, sem_of(3, &[hold("x", 0, token, later, 1)]), Expect::Any);
+    add("permits above the limit", sem, sem_of(3, &[hold("x", 4, token, later, 1)]), Expect::Any);
+    add("permits 2^32 + 1 of limit 1", sem, sem_of(1, &[hold("x", (1 << 32) + 1, token, later, 1)]), Expect::Any);
+    add(
+        "holders over the limit",
+        sem,
+        sem_of(3, &[hold("x", 2, token, later, 1), hold("y", 2, token + 1, later, 1)]),
+        Expect::Any,
+    );
+    add(
+        "two holders of 2^64 - 1 permits (a sum that wraps)",
+        sem,
+        sem_of(3, &[hold("x", u64::MAX, token, later, 1), hold("y", u64::MAX, token + 1, later, 1)]),
+        Expect::Any,
+    );
+    add(
+        "holders over the limit, one lease over",
+        sem,
+        sem_of(3, &[hold("x", 2, token, 5, 1), hold("y", 2, token + 1, later, 1)]),
+        Expect::Any,
+    );
+    add(
+        "the same owner twice",
+        sem,
+        sem_of(3, &[hold("x", 1, token, later, 1), hold("x", 1, token + 1, later, 1)]),
+        Expect::Any,
+    );
+    add("empty owner", sem, sem_of(3, &[hold("", 1, token, later, 1)]), Expect::Any);
+    add("token 0", sem, sem_of(3, &[hold("x", 1, 0, later, 1)]), Expect::Any);
+    add("negative token", sem, sem_of(3, &[hold("x", 1, -3i64 as u64, later, 1)]), Expect::Any);
+    add("zero holds", sem, sem_of(3, &[hold("x", 1, token, later, 0)]), Expect::Any);
+    add("holds 2^63", sem, sem_of(3, &[hold("x", 1, token, later, 1 << 63)]), Expect::Any);
+    add("deadline in the past", sem, sem_of(3, &[hold("x", 1, token, 1, 1)]), Expect::Any);
+    add(
+        "one holder's lease over",
+        sem,
+        sem_of(3, &[hold("x", 1, token, 5, 1), hold("y", 2, token + 1, later, 1)]),
+        Expect::Any,
+    );
+    add("count 3 with 1 hold", sem, [vec![U(3), U(3)], hold("x", 1, token, later, 1)].concat(), Expect::Any);
+    add(
+        "count 1 with 2 holds",
+        sem,
+        [vec![U(3), U(1)], hold("x", 1, token, later, 1), hold("y", 1, token, later, 1)].concat(),
+        Expect::Any,
+    );
+    add("count 2^62", sem, [vec![U(3), U(1 << 62)], hold("x", 1, token, later, 1)].concat(), Expect::Any);
+    add("no fields", sem, vec![], Expect::Any);
+    add("only the limit", sem, vec![U(3)], Expect::Any);
+    add("an unsigned owner", sem, vec![U(3), U(1), U(7), U(1), U(token), U(later), U(1)], Expect::Any);
+    add("a string limit", sem, [vec![S(b"3".to_vec()), U(1)], hold("x", 1, token, later, 1)].concat(), Expect::Any);
+    // One type's fields under another type's id.
+    add("mutex fields under the semaphore id", sem, vec![S(b"x".to_vec()), U(token), U(later), U(1)], Expect::Any);
+    add("semaphore fields under the mutex id", m, sem_of(3, &[hold("x", 1, token, later, 1)]), Expect::Any);
+    out.extend(framing_cases(sem));
     out
 }
 
@@ -610,6 +711,18 @@ impl<'a> Restorer<'a> {
                     self.q(&["RWLOCK.RUNLOCK", DST, "chaos:newreader"])?;
                 }
             }
+            "locksemph" => {
+                let info = self.q(&["SEM.INFO", DST])?;
+                if self.judge {
+                    check_sem_info(&info)
+                        .map_err(|e| format!("insane state: SEM.INFO answered {}: {e}", info.brief()))?;
+                }
+                if info == Reply::Nil {
+                    self.must_vanish()?;
+                } else {
+                    self.sem_works(&info)?;
+                }
+            }
             "lockfence" => {
                 let current = self.q(&["FENCE.CURRENT", DST])?;
                 let Reply::Int(current) = current else {
@@ -641,6 +754,80 @@ impl<'a> Restorer<'a> {
             }
         }
         self.q(&["DEL", DST])?;
+        Ok(())
+    }
+
+    /// A restored semaphore works as its SEM.INFO says: each holder re-acquires its own
+    /// permits and gets its token back (and gives that hold back); one permit more than
+    /// `available` is refused and exactly `available` is granted, with a token above
+    /// every holder's.
+    pub fn sem_works(&mut self, info: &Reply) -> Result<(), String> {
+        let m = info.fields().map_err(|e| format!("insane state: {e}"))?;
+        let limit = get_int(&m, "limit")?.to_string();
+        let available = get_int(&m, "available")?;
+        let holders = match get(&m, "holders")? {
+            Reply::Array(hs) => hs.clone(),
+            other => return Err(format!("insane state: SEM.INFO holders {}", other.brief())),
+        };
+        let mut highest = 0;
+        for h in &holders {
+            let hm = h.fields().map_err(|e| format!("insane state: {e}"))?;
+            let owner = get(&hm, "owner")?.bytes().unwrap_or_default();
+            let permits = get_int(&hm, "permits")?.to_string();
+            let token = get_int(&hm, "token")?;
+            highest = highest.max(token);
+            let again = self.q(&[
+                b"SEM.ACQUIRE".as_slice(),
+                DST.as_bytes(),
+                &owner,
+                limit.as_bytes(),
+                b"100000",
+                b"COUNT",
+                permits.as_bytes(),
+            ])?;
+            // (Nil: its lease ended in between.)
+            if self.judge && again != Reply::Int(token) && again != Reply::Nil {
+                return Err(format!(
+                    "insane state: the holder {} re-acquiring its {permits} permits got {} instead of its token {token}",
+                    esc(&owner),
+                    again.brief()
+                ));
+            }
+            // The hold taken, given back (as for the mutex): the state stays the restored one.
+            if again == Reply::Int(token) {
+                self.q(&[b"SEM.RELEASE".as_slice(), DST.as_bytes(), &owner])?;
+            }
+        }
+        let newcomer = |n: i64| -> Vec<Vec<u8>> {
+            ["SEM.ACQUIRE", DST, "chaos:newcomer", &limit, "100000", "COUNT", &n.to_string()]
+                .iter()
+                .map(|a| a.as_bytes().to_vec())
+                .collect()
+        };
+        if available < get_int(&m, "limit")? {
+            let r = self.q(&newcomer(available + 1))?;
+            if self.judge && r != Reply::Nil {
+                return Err(format!(
+                    "insane state: {} permits granted where SEM.INFO said {available} were free: {}",
+                    available + 1,
+                    r.brief()
+                ));
+            }
+        }
+        if available > 0 {
+            match self.q(&newcomer(available))? {
+                Reply::Int(t) if t > highest => {}
+                // Leases may have ended in between, but never taken permits.
+                other if self.judge => {
+                    return Err(format!(
+                        "insane state: {available} free permits (SEM.INFO) not granted, or not with a token above {highest}: {}",
+                        other.brief()
+                    ))
+                }
+                _ => {}
+            }
+            self.q(&["SEM.RELEASE", DST, "chaos:newcomer"])?;
+        }
         Ok(())
     }
 
@@ -758,4 +945,35 @@ pub fn genuine_dumps(conn: &mut Raw, t: Timing, ttl: i64) -> (Dump, Dump, Dump, 
     assert_eq!(rw.fields.len(), 1 + 2 * 5, "rwlock layout (count, then 5 fields per hold): {:?}", rw.fields);
     assert_eq!(f.fields.len(), 2, "fence layout (highest, issued): {:?}", f.fields);
     (m, rw, readers, f)
+}
+
+/// Creates two semaphores and DUMPs them: three holders with their own permits, leases
+/// and hold counts (`locksemph`), and one owner holding the whole limit twice
+/// (`locksemph (whole limit)`).
+pub fn genuine_sem_dumps(conn: &mut Raw, t: Timing, ttl: i64) -> (Dump, Dump) {
+    let ttl = ttl.to_string();
+    let longer = (ttl.parse::<i64>().unwrap() + 50_000).to_string();
+    let mut run = |args: &[&str]| conn.call(args, t.hang).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    for args in [
+        vec!["SEM.ACQUIRE", "src:sem", "alice", "5", &ttl, "COUNT", "2"],
+        vec!["SEM.ACQUIRE", "src:sem", "alice", "5", &ttl, "COUNT", "2"],
+        vec!["SEM.ACQUIRE", "src:sem", "bob", "5", &longer],
+        vec!["SEM.ACQUIRE", "src:sem", "carol", "5", &ttl, "COUNT", "2"],
+        vec!["SEM.ACQUIRE", "src:semall", "dave", "3", &ttl, "COUNT", "3"],
+        vec!["SEM.ACQUIRE", "src:semall", "dave", "3", &ttl, "COUNT", "3"],
+    ] {
+        let r = run(&args);
+        assert!(matches!(r, Reply::Int(t) if t > 0), "{args:?} answered {}", r.brief());
+    }
+    let mut dump = |key: &str, name: &'static str| {
+        let r = run(&["DUMP", key]);
+        let Reply::Bulk(raw) = r else { panic!("DUMP {key} answered {}", r.brief()) };
+        Dump::parse(name, &raw)
+    };
+    let s = dump("src:sem", "locksemph");
+    let all = dump("src:semall", "locksemph (whole limit)");
+    assert_eq!(s.fields.len(), 2 + 3 * 5, "semaphore layout (limit, count, then 5 fields per hold): {:?}", s.fields);
+    assert_eq!(&s.fields[..2], &[Field::U(5), Field::U(3)], "semaphore layout: limit 5, 3 holds: {:?}", s.fields);
+    assert_eq!(&all.fields[..2], &[Field::U(3), Field::U(1)], "semaphore layout: limit 3, 1 hold: {:?}", all.fields);
+    (s, all)
 }

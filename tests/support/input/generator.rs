@@ -9,7 +9,7 @@
 //! run in random MULTI/EXEC blocks and inside `EVAL`, and a phase of random blocking
 //! acquires with tiny `WAIT` timeouts, `CLIENT UNBLOCK`, `CLIENT KILL` and disconnects.
 //! The checks of what a reply may be ([`check_reply`], [`check_lock_info`],
-//! [`check_rw_info`]) are shared with the corrupt-payload suites.
+//! [`check_rw_info`], [`check_sem_info`]) are shared with the corrupt-payload suites.
 
 #![allow(dead_code)]
 
@@ -164,7 +164,76 @@ pub fn check_rw_info(r: &Reply) -> Result<(), String> {
     Ok(())
 }
 
-/// The owners that hold a lock, from a `LOCK.INFO` or `RWLOCK.INFO` reply.
+/// `SEM.INFO`: nil, or exactly the fields `limit` (1 to 2^31), `available`, `holders`,
+/// `waiters`, holders that respect the semaphore's rules (each with 1 to `limit` permits,
+/// one entry per owner, together at most `limit`), `available` the permits they leave,
+/// and at least one holder or one waiter.
+pub fn check_sem_info(r: &Reply) -> Result<(), String> {
+    if *r == Reply::Nil {
+        return Ok(());
+    }
+    let m = r.fields()?;
+    let names: Vec<&str> = m.keys().map(String::as_str).collect();
+    if names != ["available", "holders", "limit", "waiters"] {
+        return Err(format!("fields {names:?}"));
+    }
+    let limit = get_int(&m, "limit")?;
+    if !(1..=1i64 << 31).contains(&limit) {
+        return Err(format!("limit {limit} outside 1..=2^31"));
+    }
+    let waiters = get_int(&m, "waiters")?;
+    if waiters < 0 {
+        return Err(format!("negative waiters {waiters}"));
+    }
+    let Reply::Array(holders) = get(&m, "holders")? else { return Err("holders is not an array".into()) };
+    let mut owners: Vec<Vec<u8>> = Vec::new();
+    let mut held = 0i64;
+    for h in holders {
+        let hm = h.fields()?;
+        let names: Vec<&str> = hm.keys().map(String::as_str).collect();
+        if names != ["holds", "owner", "permits", "token", "ttl"] {
+            return Err(format!("holder fields {names:?}"));
+        }
+        let owner = get(&hm, "owner")?.bytes().ok_or("holder owner is not a string")?;
+        if owner.is_empty() {
+            return Err("holder with an empty owner".into());
+        }
+        if owners.contains(&owner) {
+            return Err(format!("owner {} holds twice", esc(&owner)));
+        }
+        owners.push(owner);
+        let permits = get_int(&hm, "permits")?;
+        if !(1..=limit).contains(&permits) {
+            return Err(format!("holder permits {permits} outside 1..={limit}"));
+        }
+        held += permits;
+        let token = get_int(&hm, "token")?;
+        if !(1..TOKEN_LIMIT).contains(&token) {
+            return Err(format!("holder token {token} outside 1..2^53"));
+        }
+        let ttl = get_int(&hm, "ttl")?;
+        if !(0..=MAX_TTL).contains(&ttl) {
+            return Err(format!("holder ttl {ttl} outside 0..=2^40"));
+        }
+        let holds = get_int(&hm, "holds")?;
+        if holds < 1 {
+            return Err(format!("holder holds {holds} < 1"));
+        }
+    }
+    if held > limit {
+        return Err(format!("holders hold {held} permits of a limit of {limit}"));
+    }
+    let available = get_int(&m, "available")?;
+    if available != limit - held {
+        return Err(format!("available {available}, but the holders leave {}", limit - held));
+    }
+    if holders.is_empty() && waiters == 0 {
+        return Err("no holders and no waiters, but not nil".into());
+    }
+    Ok(())
+}
+
+/// The owners that hold a lock, from a `LOCK.INFO`, `RWLOCK.INFO` or `SEM.INFO` reply.
 pub fn holder_owners(info: &Reply) -> Vec<Vec<u8>> {
     let Ok(m) = info.fields() else { return Vec::new() };
     if let Some(owner) = m.get("owner") {
@@ -204,8 +273,14 @@ pub fn check_reply(upper: &str, r: &Reply, other_type_key: bool, lua: bool) -> R
         }
         // Lock grants take tokens from the server's clock, which only their own grants
         // (and tokens loaded from disk or a master) may raise: it never runs out.
-        if matches!(upper, "LOCK.ACQUIRE" | "RWLOCK.RLOCK" | "RWLOCK.WLOCK") && e.contains("exhausted") {
+        if matches!(upper, "LOCK.ACQUIRE" | "RWLOCK.RLOCK" | "RWLOCK.WLOCK" | "SEM.ACQUIRE") && e.contains("exhausted") {
             return Err(format!("{upper} could not be granted: {e} (something pushed the server-wide token floor to the end of the token space)"));
+        }
+        // A semaphore's limit is 1 to 2^31: an error that names another was never stated.
+        if let Some(n) = e.strip_prefix("ERR limit mismatch: semaphore has limit ") {
+            if !n.parse::<i64>().is_ok_and(|n| (1..=1i64 << 31).contains(&n)) {
+                return Err(format!("{upper} named a limit the contract does not allow: {e}"));
+            }
         }
         return Ok(());
     }
@@ -214,17 +289,19 @@ pub fn check_reply(upper: &str, r: &Reply, other_type_key: bool, lua: bool) -> R
     }
     let bad = || Err(format!("{upper} answered {}", r.brief()));
     match upper {
-        "LOCK.ACQUIRE" | "RWLOCK.RLOCK" | "RWLOCK.WLOCK" => match r {
+        "LOCK.ACQUIRE" | "RWLOCK.RLOCK" | "RWLOCK.WLOCK" | "SEM.ACQUIRE" => match r {
             Reply::Nil => Ok(()),
             Reply::Int(t) if (1..TOKEN_LIMIT).contains(t) => Ok(()),
             _ => bad(),
         },
-        "LOCK.RELEASE" | "LOCK.EXTEND" | "RWLOCK.RUNLOCK" | "RWLOCK.WUNLOCK" | "RWLOCK.EXTEND" => match r {
+        "LOCK.RELEASE" | "LOCK.EXTEND" | "RWLOCK.RUNLOCK" | "RWLOCK.WUNLOCK" | "RWLOCK.EXTEND" | "SEM.RELEASE"
+        | "SEM.EXTEND" => match r {
             Reply::Int(0 | 1) => Ok(()),
             _ => bad(),
         },
         "LOCK.INFO" => check_lock_info(r).map_err(|e| format!("LOCK.INFO answered {}: {e}", r.brief())),
         "RWLOCK.INFO" => check_rw_info(r).map_err(|e| format!("RWLOCK.INFO answered {}: {e}", r.brief())),
+        "SEM.INFO" => check_sem_info(r).map_err(|e| format!("SEM.INFO answered {}: {e}", r.brief())),
         "FENCE.NEXT" | "FENCE.CURRENT" if lua => match r {
             Reply::Int(_) => Ok(()),
             _ => bad(),
@@ -249,7 +326,7 @@ pub fn check_reply(upper: &str, r: &Reply, other_type_key: bool, lua: bool) -> R
 // The generator
 // =======================================================================================
 
-pub const OURS: [&str; 17] = [
+pub const OURS: [&str; 23] = [
     "LOCK.ACQUIRE",
     "LOCK.RELEASE",
     "LOCK.EXTEND",
@@ -267,14 +344,30 @@ pub const OURS: [&str; 17] = [
     "FENCELOCK.RWHOLD",
     "FENCELOCK.RWDROP",
     "FENCELOCK.FENCE",
+    "SEM.ACQUIRE",
+    "SEM.RELEASE",
+    "SEM.EXTEND",
+    "SEM.INFO",
+    "FENCELOCK.SEMHOLD",
+    "FENCELOCK.SEMDROP",
 ];
 
 /// Keys of other types, created first and kept in db 0 (nothing the generator sends
 /// may remove them, and they are made again after a flush).
 pub const OTHER_KEYS: [&str; 4] = ["chaos:str", "chaos:list", "chaos:hash", "chaos:zset"];
 /// Keys our commands create and destroy at will.
-pub const LOCK_KEYS: [&str; 8] =
-    ["chaos:m1", "chaos:m2", "chaos:rw1", "chaos:rw2", "chaos:f1", "chaos:f2", "chaos:new", "chaos:{tag}x"];
+pub const LOCK_KEYS: [&str; 10] = [
+    "chaos:m1",
+    "chaos:m2",
+    "chaos:rw1",
+    "chaos:rw2",
+    "chaos:f1",
+    "chaos:f2",
+    "chaos:s1",
+    "chaos:s2",
+    "chaos:new",
+    "chaos:{tag}x",
+];
 pub const OWNERS: [&str; 3] = ["alice", "bob", "carol"];
 pub const NUMBERS: [&str; 41] = [
     "0",
@@ -320,6 +413,10 @@ pub const NUMBERS: [&str; 41] = [
     "-",
 ];
 pub const WAIT_WORDS: [&str; 7] = ["WAIT", "wait", "Wait", "WAITS", "WAI", "WAIT ", "NOWAIT"];
+pub const COUNT_WORDS: [&str; 6] = ["COUNT", "count", "Count", "COUNTS", "COUN", "PERMITS"];
+/// Semaphore limits: the one the generator's semaphores mostly state, others, and the
+/// contract's bounds (1 to 2^31) and beyond.
+pub const LIMITS: [&str; 10] = ["3", "1", "2", "4", "2147483648", "2147483647", "2147483649", "0", "-1", "4294967296"];
 pub const MODES: [&str; 7] = ["read", "write", "READ", "Write", "none", "", "reader"];
 pub const BINARY: &[u8] = b"\x00\xff\x00bin\r\n\xff\xfe\x80";
 
@@ -392,6 +489,21 @@ pub fn arg_ttl(rng: &mut StdRng) -> Vec<u8> {
     }
 }
 
+pub fn arg_limit(rng: &mut StdRng) -> Vec<u8> {
+    match rng.below(20) {
+        0..=13 => b"3".to_vec(),
+        14..=18 => rng.pick(&LIMITS).as_bytes().to_vec(),
+        _ => arg_number(rng),
+    }
+}
+
+pub fn arg_permits(rng: &mut StdRng) -> Vec<u8> {
+    match rng.below(20) {
+        0..=15 => rng.pick(&["1", "1", "2", "3", "4", "0"]).as_bytes().to_vec(),
+        _ => arg_number(rng),
+    }
+}
+
 /// Anything at all.
 pub fn arg_any(rng: &mut StdRng) -> Vec<u8> {
     match rng.below(200) {
@@ -399,7 +511,8 @@ pub fn arg_any(rng: &mut StdRng) -> Vec<u8> {
         1..=40 => arg_key(rng),
         41..=70 => arg_owner(rng),
         71..=140 => arg_number(rng),
-        141..=155 => rng.pick(&WAIT_WORDS).as_bytes().to_vec(),
+        141..=150 => rng.pick(&WAIT_WORDS).as_bytes().to_vec(),
+        151..=155 => rng.pick(&COUNT_WORDS).as_bytes().to_vec(),
         156..=165 => rng.pick(&MODES).as_bytes().to_vec(),
         166..=175 => Vec::new(),
         176..=185 => BINARY.to_vec(),
@@ -427,6 +540,7 @@ pub fn gen_ours(rng: &mut StdRng) -> Vec<Vec<u8>> {
         Ttl,
         Num,
         Mode,
+        Limit,
     }
     use Slot::*;
     let slots: &[Slot] = match name {
@@ -437,6 +551,11 @@ pub fn gen_ours(rng: &mut StdRng) -> Vec<Vec<u8>> {
         "FENCELOCK.RWHOLD" => &[Key, Mode, Owner, Num, Num, Num],
         "FENCELOCK.RWDROP" => &[Key, Mode, Owner],
         "FENCELOCK.FENCE" => &[Key, Num, Num],
+        "SEM.ACQUIRE" => &[Key, Owner, Limit, Ttl],
+        "SEM.RELEASE" => &[Key, Owner],
+        "SEM.EXTEND" => &[Key, Owner, Ttl],
+        "FENCELOCK.SEMHOLD" => &[Key, Limit, Owner, Num, Num, Num, Num],
+        "FENCELOCK.SEMDROP" => &[Key, Owner],
         _ => &[Key],
     };
     for slot in slots {
@@ -447,6 +566,7 @@ pub fn gen_ours(rng: &mut StdRng) -> Vec<Vec<u8>> {
                 Ttl => arg_ttl(rng),
                 Num => arg_number(rng),
                 Mode => rng.pick(&MODES).as_bytes().to_vec(),
+                Limit => arg_limit(rng),
             }
         } else {
             arg_any(rng)
@@ -462,6 +582,36 @@ pub fn gen_ours(rng: &mut StdRng) -> Vec<Vec<u8>> {
             } else {
                 arg_number(rng)
             });
+        }
+    }
+    if name == "SEM.ACQUIRE" {
+        // `[COUNT permits] [WAIT timeout]` in either order, now and then one twice or a
+        // word that is not an option.
+        let mut options: Vec<Vec<Vec<u8>>> = Vec::new();
+        if rng.chance(55) {
+            let word = if rng.chance(85) { rng.pick(&COUNT_WORDS[..3]) } else { rng.pick(&COUNT_WORDS) };
+            options.push(vec![word.as_bytes().to_vec(), arg_permits(rng)]);
+        }
+        if rng.chance(45) {
+            let word = if rng.chance(85) { rng.pick(&WAIT_WORDS[..3]) } else { rng.pick(&WAIT_WORDS) };
+            let timeout = if rng.chance(60) {
+                rng.pick(&["0", "1", "2", "5", "20", "100", "1000"]).as_bytes().to_vec()
+            } else {
+                arg_number(rng)
+            };
+            options.push(vec![word.as_bytes().to_vec(), timeout]);
+        }
+        if options.len() == 2 && rng.chance(50) {
+            options.swap(0, 1);
+        }
+        if !options.is_empty() && rng.chance(6) {
+            let again = options[rng.below(options.len())].clone();
+            options.push(again);
+        }
+        for option in options {
+            // Now and then the value is missing.
+            let take = if rng.chance(4) { 1 } else { 2 };
+            cmd.extend(option.into_iter().take(take));
         }
     }
     if rng.chance(12) {
@@ -518,7 +668,7 @@ pub fn gen_generic(rng: &mut StdRng) -> Vec<Vec<u8>> {
             "SCAN".into(),
             "0".into(),
             "TYPE".into(),
-            rng.pick(&["lockmutex", "lockrwlck", "lockfence"]).to_string(),
+            rng.pick(&["lockmutex", "lockrwlck", "lockfence", "locksemph"]).to_string(),
         ],
         22 => vec!["GETRANGE".into(), k, "0".into(), "1".into()],
         23 => vec!["SORT".into(), k],
@@ -707,6 +857,9 @@ impl Chaos {
             vec!["RWLOCK.RLOCK", "chaos:rw2", "carol", long],
             vec!["FENCE.NEXT", "chaos:f1"],
             vec!["FENCE.CHECK", "chaos:f2", "5"],
+            vec!["SEM.ACQUIRE", "chaos:s1", "alice", "3", long, "COUNT", "2"],
+            vec!["SEM.ACQUIRE", "chaos:s1", "bob", "3", long],
+            vec!["SEM.ACQUIRE", "chaos:s1", "bob", "3", long],
         ] {
             let r = self.ctl_call(&cmd);
             match r {
@@ -725,6 +878,9 @@ impl Chaos {
             vec!["FENCELOCK.RWDROP", "chaos:rw1", "read", "bob"],
             vec!["FENCELOCK.FENCE", "chaos:f1", "9223372036854775806", "9223372036854775806"],
             vec!["FENCELOCK.MUTEX", "chaos:m1", "mallory", &token, &deadline, "1"],
+            vec!["FENCELOCK.SEMHOLD", "chaos:int", "3", "mallory", "1", &token, &deadline, "1"],
+            vec!["FENCELOCK.SEMHOLD", "chaos:s1", "3", "mallory", "1", &token, &deadline, "1"],
+            vec!["FENCELOCK.SEMDROP", "chaos:s1", "alice"],
         ];
         for cmd in &internals {
             let r = self.ctl_call(cmd);
@@ -749,6 +905,10 @@ impl Chaos {
             (vec!["FENCE.CURRENT", "chaos:f1"], Reply::Int(f1)),
             (vec!["LOCK.RELEASE", "chaos:m1", "mallory"], Reply::Int(0)),
             (vec!["RWLOCK.RUNLOCK", "chaos:rw1", "bob"], Reply::Int(1)),
+            (vec!["SEM.RELEASE", "chaos:s1", "mallory"], Reply::Int(0)),
+            (vec!["SEM.RELEASE", "chaos:s1", "bob"], Reply::Int(1)),
+            (vec!["SEM.RELEASE", "chaos:s1", "alice"], Reply::Int(1)),
+            (vec!["SEM.ACQUIRE", "chaos:s1", "carol", "3", long, "COUNT", "3"], Reply::Nil),
         ] {
             let r = self.ctl_call(&cmd);
             if r != want {
@@ -1002,16 +1162,23 @@ impl Chaos {
     /// holds the lock exactly when that reply is its token.
     pub fn unblock_races_a_grant(&mut self) {
         self.phase = "CLIENT UNBLOCK racing a grant";
-        for (acquire, release, info, key) in [
-            ("LOCK.ACQUIRE", "LOCK.RELEASE", "LOCK.INFO", "chaos:race:m"),
-            ("RWLOCK.WLOCK", "RWLOCK.WUNLOCK", "RWLOCK.INFO", "chaos:race:rw"),
+        // (acquire, what goes before its ttl, release, info, key): a semaphore of one permit.
+        for (acquire, limit, release, info, key) in [
+            ("LOCK.ACQUIRE", &[][..], "LOCK.RELEASE", "LOCK.INFO", "chaos:race:m"),
+            ("RWLOCK.WLOCK", &[], "RWLOCK.WUNLOCK", "RWLOCK.INFO", "chaos:race:rw"),
+            ("SEM.ACQUIRE", &["1"], "SEM.RELEASE", "SEM.INFO", "chaos:race:s"),
         ] {
-            let r = self.ctl_call(&[acquire, key, "A", "600000"]);
+            let mut first = vec![acquire, key, "A"];
+            first.extend_from_slice(limit);
+            first.push("600000");
+            let r = self.ctl_call(&first);
             if !matches!(r, Reply::Int(_)) {
-                self.fail(format!("{acquire} {key} A answered {}", r.brief()));
+                self.fail(format!("{first:?} answered {}", r.brief()));
             }
             let mut w = open_conn(self.port, self.t.hang).unwrap_or_else(|e| self.fail(e));
-            let cmd = [acquire, key, "W", "600000", "WAIT", "0"];
+            let mut cmd = vec![acquire, key, "W"];
+            cmd.extend_from_slice(limit);
+            cmd.extend(["600000", "WAIT", "0"]);
             w.send(&cmd).unwrap_or_else(|e| self.fail(e));
             let deadline = Instant::now() + self.t.slack;
             while !self.is_blocked(w.id()) {
@@ -1058,6 +1225,7 @@ impl Chaos {
         }
         const MUTEXES: [&str; 2] = ["chaos:bm1", "chaos:bm2"];
         const RWS: [&str; 2] = ["chaos:brw1", "chaos:brw2"];
+        const SEMS: [&str; 2] = ["chaos:bs1", "chaos:bs2"];
         const BOWNERS: [&str; 4] = ["o1", "o2", "o3", "o4"];
         let open = |chaos: &Chaos| open_conn(chaos.port, chaos.t.hang).unwrap_or_else(|e| chaos.fail(e));
         let mut waiters: Vec<Waiter> = (0..6).map(|_| Waiter { conn: open(self), pending: None }).collect();
@@ -1071,16 +1239,30 @@ impl Chaos {
                 None => {
                     let roll = self.rng.below(100);
                     let owner = *self.rng.pick(&BOWNERS);
-                    let rw = self.rng.chance(50);
-                    let mut key = if rw { *self.rng.pick(&RWS) } else { *self.rng.pick(&MUTEXES) };
+                    // 0: mutex, 1: read-write lock, 2: semaphore (limit 3).
+                    let family = self.rng.below(3);
+                    let sem = family == 2;
+                    let mut key = *self.rng.pick([&MUTEXES, &RWS, &SEMS][family]);
                     if self.rng.chance(4) {
-                        key = *self.rng.pick(&[MUTEXES[0], RWS[0], "chaos:str"]);
+                        key = *self.rng.pick(&[MUTEXES[0], RWS[0], SEMS[0], "chaos:str"]);
                     }
                     let ttl = self.rng.range(5, 300).to_string();
                     if roll < 55 {
-                        let name = if rw { *self.rng.pick(&["RWLOCK.RLOCK", "RWLOCK.WLOCK"]) } else { "LOCK.ACQUIRE" };
+                        let name = match family {
+                            0 => "LOCK.ACQUIRE",
+                            1 => *self.rng.pick(&["RWLOCK.RLOCK", "RWLOCK.WLOCK"]),
+                            _ => "SEM.ACQUIRE",
+                        };
                         let timeout: i64 = *self.rng.pick(&[0, 0, 1, 1, 2, 5, 10, 30, 100, 300]);
-                        let mut cmd = vec![name.to_string(), key.to_string(), owner.to_string(), ttl];
+                        let mut cmd = vec![name.to_string(), key.to_string(), owner.to_string()];
+                        if sem {
+                            cmd.push("3".into());
+                        }
+                        cmd.push(ttl);
+                        if sem && self.rng.chance(70) {
+                            cmd.push("COUNT".into());
+                            cmd.push(self.rng.pick(&["1", "1", "2", "3"]).to_string());
+                        }
                         let waits = self.rng.chance(90);
                         if waits {
                             cmd.push("WAIT".into());
@@ -1096,16 +1278,16 @@ impl Chaos {
                     } else {
                         let cmd: Vec<String> = match roll {
                             55..=74 => {
-                                let name = if rw {
-                                    *self.rng.pick(&["RWLOCK.RUNLOCK", "RWLOCK.WUNLOCK"])
-                                } else {
-                                    "LOCK.RELEASE"
+                                let name = match family {
+                                    0 => "LOCK.RELEASE",
+                                    1 => *self.rng.pick(&["RWLOCK.RUNLOCK", "RWLOCK.WUNLOCK"]),
+                                    _ => "SEM.RELEASE",
                                 };
                                 vec![name.into(), key.into(), owner.into()]
                             }
-                            75..=84 => vec![if rw { "RWLOCK.INFO" } else { "LOCK.INFO" }.into(), key.into()],
+                            75..=84 => vec![["LOCK.INFO", "RWLOCK.INFO", "SEM.INFO"][family].into(), key.into()],
                             85..=94 => vec![
-                                if rw { "RWLOCK.EXTEND" } else { "LOCK.EXTEND" }.into(),
+                                ["LOCK.EXTEND", "RWLOCK.EXTEND", "SEM.EXTEND"][family].into(),
                                 key.into(),
                                 owner.into(),
                                 ttl,
@@ -1133,6 +1315,9 @@ impl Chaos {
                                 Reply::Nil => self.stats.blocking_nil += 1,
                                 Reply::Err(e) if e.starts_with("WRONGTYPE") => {}
                                 Reply::Err(e) if e.starts_with("UNBLOCKED") && unblocked => {}
+                                // Its owner holds other permits (granted to another of its
+                                // waiters, or taken directly): the contract's error.
+                                Reply::Err(e) if desc.starts_with("SEM.ACQUIRE") && e.starts_with("ERR owner holds ") => {}
                                 other => self.fail(format!("waiter {i}: {desc} answered {}", other.brief())),
                             }
                             self.stats.commands += 1;
@@ -1200,11 +1385,13 @@ impl Chaos {
                 match w.conn.read_within(left) {
                     Ok(Some(Reply::Int(_) | Reply::Nil)) => {}
                     Ok(Some(Reply::Err(e)))
-                        if e.starts_with("WRONGTYPE") || (unblocked && e.starts_with("UNBLOCKED")) => {}
+                        if e.starts_with("WRONGTYPE")
+                            || (unblocked && e.starts_with("UNBLOCKED"))
+                            || (desc.starts_with("SEM.ACQUIRE") && e.starts_with("ERR owner holds ")) => {}
                     Ok(Some(other)) => self.fail(format!("waiter {i}: {desc} answered {}", other.brief())),
                     Ok(None) => {
                         let mut info = Vec::new();
-                        for k in MUTEXES.iter().chain(&RWS) {
+                        for k in MUTEXES.iter().chain(&RWS).chain(&SEMS) {
                             if let Some((cmd, r)) = self.lock_state(k) {
                                 info.push(format!("{cmd} {k} = {}", r.brief()));
                             }
@@ -1221,9 +1408,13 @@ impl Chaos {
         }
         drop(waiters);
         self.expect_no_blocked_clients();
-        for k in MUTEXES.iter().chain(&RWS) {
+        for k in MUTEXES.iter().chain(&RWS).chain(&SEMS) {
             if let Some((cmd, r)) = self.lock_state(k) {
-                let checked = if cmd == "LOCK.INFO" { check_lock_info(&r) } else { check_rw_info(&r) };
+                let checked = match cmd {
+                    "LOCK.INFO" => check_lock_info(&r),
+                    "RWLOCK.INFO" => check_rw_info(&r),
+                    _ => check_sem_info(&r),
+                };
                 if let Err(e) = checked {
                     self.fail(format!("{cmd} {k} answered {}: {e}", r.brief()));
                 }
@@ -1233,7 +1424,7 @@ impl Chaos {
         let deadline = Instant::now() + self.t.slack;
         loop {
             let mut waiting = Vec::new();
-            for k in MUTEXES.iter().chain(&RWS) {
+            for k in MUTEXES.iter().chain(&RWS).chain(&SEMS) {
                 if let Some((cmd, r)) = self.lock_state(k) {
                     let w = r.fields().ok().and_then(|m| get_int(&m, "waiters").ok()).unwrap_or(0);
                     if w != 0 {
@@ -1258,6 +1449,7 @@ impl Chaos {
         let cmd = match ty.bytes().as_deref() {
             Some(b"lockmutex") | Some(b"none") => "LOCK.INFO",
             Some(b"lockrwlck") => "RWLOCK.INFO",
+            Some(b"locksemph") => "SEM.INFO",
             _ => return None,
         };
         Some((cmd, self.ctl_call(&[cmd, key])))

@@ -167,7 +167,7 @@ impl Dump {
     }
 }
 
-/// The tokens a DUMP carries, by the layouts in src/types.rs.
+/// The tokens a DUMP carries, by the layouts in src/persist/*.rs.
 pub fn tokens_of(d: &Dump) -> Vec<i64> {
     let at = |i: usize| match d.fields.get(i) {
         Some(Field::U(v)) => *v as i64,
@@ -177,6 +177,9 @@ pub fn tokens_of(d: &Dump) -> Vec<i64> {
         vec![at(1)]
     } else if d.name.starts_with("lockrwlck") {
         (0..at(0) as usize).map(|h| at(1 + 5 * h + 2)).collect()
+    } else if d.name.starts_with("locksemph") {
+        // limit, count, then (owner, permits, token, deadline, holds) per hold.
+        (0..at(1) as usize).map(|h| at(2 + 5 * h + 2)).collect()
     } else {
         vec![at(0), at(1)]
     }

@@ -1,0 +1,178 @@
+//! `SEM.*`: the counting semaphore. Parse, call the pure semaphore through the store,
+//! reply.
+
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
+
+use crate::args::{self, Shape};
+use crate::command;
+use crate::error::{Error, Result};
+use crate::ffi;
+use crate::logic::semaphore::{Acquire, Release, Semaphore};
+use crate::logic::waiters::WaiterId;
+use crate::logic::{Millis, Token};
+use crate::machinery::clock::{self, now_ms};
+use crate::machinery::commands::{Access, Arg, Command, ACQUIRE_ACL, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
+use crate::machinery::kind::{KindOps, Request};
+use crate::machinery::{store, waiting};
+use crate::persist::sem::{KIND, SEM_TYPE};
+
+const HOLDERS: &std::ffi::CStr = c"O(log N) where N is the number of holders";
+
+pub const COMMANDS: &[Command] = &[
+    Command {
+        name: c"sem.acquire",
+        entry: command!(acquire),
+        flags: ACQUIRE_FLAGS,
+        acl: ACQUIRE_ACL,
+        arity: -5,
+        access: Access::Update,
+        summary: c"Takes permits of a counting semaphore for an owner with a lease, optionally waiting server-side; returns its fencing token",
+        complexity: HOLDERS,
+        args: &[
+            Arg::Key,
+            Arg::Text(c"owner"),
+            Arg::Integer(c"limit"),
+            Arg::Integer(c"ttl"),
+            Arg::Option(c"COUNT", c"permits"),
+            Arg::Option(c"WAIT", c"timeout"),
+        ],
+    },
+    Command {
+        name: c"sem.release",
+        entry: command!(release),
+        flags: c"write fast",
+        acl: "write fast",
+        arity: 3,
+        access: Access::Delete,
+        summary: c"Releases one hold of the owner; at zero its permits return and waiters are granted at once",
+        complexity: HOLDERS,
+        args: RELEASE_ARGS,
+    },
+    Command {
+        name: c"sem.extend",
+        entry: command!(extend),
+        flags: c"write fast",
+        acl: "write fast",
+        arity: 4,
+        access: Access::Modify,
+        summary: c"Resets the lease of the owner's permits to ttl from now",
+        complexity: HOLDERS,
+        args: EXTEND_ARGS,
+    },
+    Command {
+        name: c"sem.info",
+        entry: command!(info),
+        flags: c"readonly",
+        acl: "read slow",
+        arity: 2,
+        access: Access::Read,
+        summary: c"Returns the limit, available permits, holders and waiters of a semaphore",
+        complexity: c"O(N) where N is the number of holders",
+        args: KEY_ONLY,
+    },
+];
+
+/// An acquire of `permits` of a semaphore of `limit` by `owner`, for a lease of `ttl` ms.
+struct AcquireSem {
+    owner: Vec<u8>,
+    limit: u64,
+    permits: u64,
+    ttl: Millis,
+}
+
+/// The limit the clients waiting on `key` agreed to. A stored semaphore carries it; this
+/// is for the moment its key is gone (removed while they wait, until the first of them
+/// is served), so that a newcomer's limit is compared with it all the same.
+fn waiters_limit(ctx: &Context, key: &RedisString) -> Option<u64> {
+    let front = waiting::front(ffi::selected_db(ctx), key.as_slice())?;
+    let front: &dyn Any = front.as_ref();
+    front.downcast_ref::<AcquireSem>().map(|w| w.limit)
+}
+
+impl Request for AcquireSem {
+    fn kind(&self) -> &'static dyn KindOps {
+        &KIND
+    }
+
+    fn try_grant(&self, ctx: &Context, key: &RedisString, waiter: Option<WaiterId>) -> Result<Option<Token>> {
+        let others_first = waiting::others_first(ctx, key, waiter);
+        let waiters_limit = if others_first { waiters_limit(ctx, key) } else { None };
+        let outcome = store::update(ctx, key, |sem: &mut Semaphore, now| {
+            if let (Some(limit), true) = (waiters_limit, sem.is_empty()) {
+                sem.set_limit(limit);
+            }
+            clock::with_tokens(|tokens| sem.acquire(&self.owner, self.limit, self.permits, self.ttl, now, tokens, others_first))
+                .map_err(Error::from)
+        })?;
+        Ok(match outcome {
+            Acquire::Granted(token) | Acquire::Reentered(token) => Some(token),
+            Acquire::Busy => None,
+        })
+    }
+}
+
+/// `SEM.ACQUIRE key owner limit ttl [COUNT permits] [WAIT timeout]`
+fn acquire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let call = args::sem_acquire(args)?;
+    let request = AcquireSem { owner: call.owner().to_vec(), limit: call.limit, permits: call.permits, ttl: call.ttl };
+    waiting::acquire(ctx, &call.key, call.wait, request)
+}
+
+/// `SEM.RELEASE key owner`
+fn release(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let call = args::lock_call(args, Shape::KeyOwner)?;
+    let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.release(call.owner(), now)))?;
+    Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
+}
+
+/// `SEM.EXTEND key owner ttl`
+fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
+    let extended = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.extend(call.owner(), call.ttl, now)))?;
+    Ok(RedisValue::Integer(extended as i64))
+}
+
+/// `SEM.INFO key`: reads only; leases past their deadline are reported as over.
+fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+    let mut args = args::take(args, 1, 0)?;
+    let key = args.next_arg()?;
+    let handle = ctx.open_key(&key);
+    let stored = handle.get_value::<Semaphore>(&SEM_TYPE).map_err(|_| Error::WrongType)?;
+    let now = now_ms();
+    let waiters = waiting::count(ffi::selected_db(ctx), key.as_slice()) as i64;
+    // A key removed while clients wait on it reads as a vacant semaphore of their limit.
+    let vacant;
+    let sem = match stored {
+        Some(sem) => sem,
+        None if waiters > 0 => {
+            vacant = Semaphore::with_limit(waiters_limit(ctx, &key).unwrap_or(0));
+            &vacant
+        }
+        None => return Ok(RedisValue::Null),
+    };
+    if waiters == 0 && sem.live(now).next().is_none() {
+        return Ok(RedisValue::Null);
+    }
+    let field = |name: &str| RedisValueKey::String(name.to_string());
+    let holders = sem
+        .live(now)
+        .map(|(owner, hold)| {
+            let mut h = BTreeMap::new();
+            h.insert(field("owner"), RedisValue::StringBuffer(owner.to_vec()));
+            h.insert(field("permits"), RedisValue::Integer(hold.permits as i64));
+            h.insert(field("token"), RedisValue::Integer(hold.token));
+            h.insert(field("ttl"), RedisValue::Integer(hold.ttl_left(now)));
+            h.insert(field("holds"), RedisValue::Integer(hold.holds as i64));
+            RedisValue::OrderedMap(h)
+        })
+        .collect();
+    let mut reply = BTreeMap::new();
+    reply.insert(field("limit"), RedisValue::Integer(sem.limit() as i64));
+    reply.insert(field("available"), RedisValue::Integer(sem.available(now) as i64));
+    reply.insert(field("holders"), RedisValue::Array(holders));
+    reply.insert(field("waiters"), RedisValue::Integer(waiters));
+    Ok(RedisValue::OrderedMap(reply))
+}
