@@ -11,11 +11,14 @@
 //! Contenders: fencelock (`LOCK.*`, `RWLOCK.*`); `SET key owner NX PX ttl` with the
 //! compare-and-delete Lua release and client-side retry (1 ms, or Redlock's random
 //! 50-250 ms); a Redisson-style reentrant hash lock in Lua with pub/sub waiting (and
-//! its read-write sibling); and the floor, plain `SET`/`DEL`.
+//! its read-write sibling); and the floor, plain `SET`/`DEL`. Figure 7 sets fencelock's
+//! counting semaphore (`SEM.*`) against a Redisson-style semaphore with expirable
+//! permits in Lua whose waiters subscribe to its channel and retry.
 //!
 //! `BENCH_QUICK=1` (what `make test` runs) uses tiny sizes so the harness can't rot: it
 //! exercises every contender and figure, asserts no timings, and fails (non-zero exit)
-//! on any wrong result. `BENCH_ONLY=1,3` runs only some figures (for development).
+//! on any wrong result. `BENCH_ONLY=1,3` runs only some figures (for development;
+//! `BENCH_ONLY=7` is the semaphore figure).
 //!
 //! Figure 6 is the module's cost on commands that are not its own (native `SET ... PX`
 //! and `GET`), on three fresh servers: without the module, with it loaded but unused,
@@ -35,6 +38,8 @@ mod fig4;
 mod fig5;
 #[path = "support/fig6.rs"]
 mod fig6;
+#[path = "support/fig7.rs"]
+mod fig7;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/server.rs"]
@@ -77,6 +82,18 @@ pub struct Config {
     /// Requests per server per workload per round.
     pub fig6_requests: usize,
     pub fig6_get_keys: usize,
+    /// Rounds of figure 7 (semaphores); each round runs 7a, 7b and 7c for every contender.
+    pub fig7_rounds: usize,
+    /// 7a: connections, each on its own semaphore, and the length of a round.
+    pub fig7_conns: usize,
+    pub fig7_phase: Duration,
+    /// 7b: clients on one semaphore; 7c: small (COUNT 1) clients beside the large one.
+    pub fig7_clients: usize,
+    pub fig7_fair_small: usize,
+    pub fig7_limit: u64,
+    /// Length of a 7b or 7c round, and the work done while holding a permit.
+    pub fig7_round: Duration,
+    pub fig7_work: Duration,
 }
 
 impl Config {
@@ -106,6 +123,14 @@ impl Config {
             fig6_batch: 100,
             fig6_requests: 60_000,
             fig6_get_keys: 50_000,
+            fig7_rounds: 3,
+            fig7_conns: 32,
+            fig7_phase: Duration::from_millis(500),
+            fig7_clients: 64,
+            fig7_fair_small: 16,
+            fig7_limit: 8,
+            fig7_round: Duration::from_millis(1500),
+            fig7_work: Duration::from_micros(100),
         }
     }
 
@@ -135,6 +160,14 @@ impl Config {
             fig6_batch: 50,
             fig6_requests: 2_000,
             fig6_get_keys: 1_000,
+            fig7_rounds: 1,
+            fig7_conns: 4,
+            fig7_phase: Duration::from_millis(60),
+            fig7_clients: 16,
+            fig7_fair_small: 8,
+            fig7_limit: 8,
+            fig7_round: Duration::from_millis(200),
+            fig7_work: Duration::from_micros(100),
         }
     }
 }
@@ -281,6 +314,11 @@ fn main() {
         figures.extend(fig5::run(&cfg, &mut server, &scripts));
         section("5", t);
     }
+    if want("7") {
+        let t = Instant::now();
+        figures.extend(fig7::run(&cfg, &mut server, &scripts));
+        section("7", t);
+    }
     server.assert_alive();
     server::stop(server);
     if want("4") {
@@ -295,7 +333,8 @@ fn main() {
     }
     figures.sort_by(|a, b| a.id.cmp(&b.id));
 
-    let goals = goals(&figures);
+    let mut goals = goals(&figures);
+    goals.extend(fig7::goals(&figures, &cfg));
     let report = Report {
         cores,
         redis_version,

@@ -9,6 +9,9 @@
 //!   waiters subscribe to the lock's channel and retry on an unlock message or when the
 //!   lease they were told about ends; and its read-write sibling.
 //! - The floor: plain `SET` / `DEL` of the same keys (no lock at all).
+//! - Semaphores (figure 7): fencelock's `SEM.*` against a Redisson-style semaphore with
+//!   expirable permits in Lua (benches/lua/sem_*.lua) whose waiters subscribe to its
+//!   channel and retry when a release publishes.
 //!
 //! Every reply is checked: a contender that answers something a correct lock would not
 //! (a fresh lock refused, a held lock not released, ...) stops the benchmark.
@@ -30,6 +33,9 @@ pub const RW_READ_LOCK: &str = include_str!("../lua/rw_read_lock.lua");
 pub const RW_WRITE_LOCK: &str = include_str!("../lua/rw_write_lock.lua");
 pub const RW_READ_UNLOCK: &str = include_str!("../lua/rw_read_unlock.lua");
 pub const RW_WRITE_UNLOCK: &str = include_str!("../lua/rw_write_unlock.lua");
+pub const SEM_ACQUIRE: &str = include_str!("../lua/sem_acquire.lua");
+pub const SEM_RELEASE: &str = include_str!("../lua/sem_release.lua");
+pub const SEM_AVAILABLE: &str = include_str!("../lua/sem_available.lua");
 
 /// The SHA1s of the Lua scripts, loaded into one server.
 #[derive(Clone, Debug)]
@@ -41,6 +47,9 @@ pub struct Scripts {
     pub wlock: String,
     pub runlock: String,
     pub wunlock: String,
+    pub sem_acquire: String,
+    pub sem_release: String,
+    pub sem_available: String,
 }
 
 impl Scripts {
@@ -53,6 +62,9 @@ impl Scripts {
             wlock: load_script(con, RW_WRITE_LOCK),
             runlock: load_script(con, RW_READ_UNLOCK),
             wunlock: load_script(con, RW_WRITE_UNLOCK),
+            sem_acquire: load_script(con, SEM_ACQUIRE),
+            sem_release: load_script(con, SEM_RELEASE),
+            sem_available: load_script(con, SEM_AVAILABLE),
         }
     }
 }
@@ -527,5 +539,350 @@ impl RwClient {
         if !matches!(v, Value::Int(1)) {
             wrong(self.kind.name(), &c, &v);
         }
+    }
+}
+
+// ---- figure 7: counting semaphores ------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SemKind {
+    Fence,
+    Lua,
+}
+
+impl SemKind {
+    pub const ALL: [SemKind; 2] = [SemKind::Fence, SemKind::Lua];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SemKind::Fence => "fencelock (SEM.ACQUIRE ... WAIT / SEM.RELEASE)",
+            SemKind::Lua => "Redisson-style expirable-permit semaphore (Lua) + pub/sub",
+        }
+    }
+}
+
+/// The keys of a Redisson-style semaphore named `key`: the free-permit count, the
+/// sorted set of leases (permit id -> end of lease) and the pub/sub channel.
+pub struct SemKeys {
+    pub count: String,
+    pub timeout: String,
+    pub channel: String,
+}
+
+pub fn sem_keys(key: &str) -> SemKeys {
+    SemKeys {
+        count: key.to_string(),
+        timeout: format!("{{{key}}}:timeout"),
+        channel: format!("redisson_sem__channel:{{{key}}}"),
+    }
+}
+
+/// The wall clock in unix ms: what a Redisson client passes to its scripts as "now".
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as u64
+}
+
+/// Permits granted to one request.
+pub struct SemGrant {
+    /// When the request that was granted was sent (the last try, for the Lua semaphore).
+    pub sent: Instant,
+    /// When its reply was read.
+    pub at: Instant,
+    /// fencelock's fencing token.
+    pub token: Option<i64>,
+    pub permits: u64,
+    /// The Redisson-style semaphore's permit ids (one per permit): what release needs.
+    ids: Vec<String>,
+}
+
+/// One client of a semaphore: its own connection and, for the Redisson-style semaphore
+/// when it waits, its own subscriber connection (one process per client: every waiter
+/// gets every message, as separate Redisson instances do).
+pub struct SemClient {
+    kind: SemKind,
+    con: redis::Connection,
+    sub: Option<Raw>,
+    owner: String,
+    limit: u64,
+    ttl: u64,
+    scripts: Scripts,
+    rng: StdRng,
+    /// Commands and messages are counted while now < count_until.
+    pub count_until: Instant,
+    pub cmds: u64,
+    pub msgs: u64,
+}
+
+impl SemClient {
+    /// `waits`: whether this client will wait (the Redisson-style one then needs a
+    /// subscriber connection).
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        kind: SemKind,
+        url: &str,
+        port: u16,
+        owner: String,
+        limit: u64,
+        ttl: u64,
+        scripts: &Scripts,
+        waits: bool,
+    ) -> SemClient {
+        SemClient {
+            kind,
+            con: crate::util::connect(url),
+            sub: (kind == SemKind::Lua && waits)
+                .then(|| Raw::connect(port, Duration::from_secs(60)).expect("connect the subscriber")),
+            owner,
+            limit,
+            ttl,
+            scripts: scripts.clone(),
+            rng: StdRng::from_entropy(),
+            count_until: Instant::now() + Duration::from_secs(3600),
+            cmds: 0,
+            msgs: 0,
+        }
+    }
+
+    pub fn con(&mut self) -> &mut redis::Connection {
+        &mut self.con
+    }
+
+    fn counted(&mut self) {
+        if Instant::now() < self.count_until {
+            self.cmds += 1;
+        }
+    }
+
+    fn message(&mut self) {
+        if Instant::now() < self.count_until {
+            self.msgs += 1;
+        }
+    }
+
+    /// Makes the semaphore before first use, not counted: Redisson's
+    /// `trySetPermits(limit)` (the free count, set only if absent) for the Lua one;
+    /// nothing for fencelock, whose acquires state the limit (a free semaphore is no key).
+    pub fn setup(&mut self, key: &str) {
+        if self.kind == SemKind::Lua {
+            let mut c = redis::cmd("SET");
+            c.arg(key).arg(self.limit).arg("NX");
+            let v = exec(&mut self.con, &c);
+            if !matches!(v, Value::Okay | Value::Nil) {
+                wrong(self.kind.name(), &c, &v);
+            }
+        }
+    }
+
+    /// New permit ids (128-bit random, as Redisson makes them), one per permit.
+    fn permit_ids(&mut self, permits: u64) -> Vec<String> {
+        (0..permits).map(|_| format!("{:032x}", self.rng.gen::<u128>())).collect()
+    }
+
+    /// One try. Ok when granted; Err(hint) when not: the Lua semaphore's ms until the
+    /// first lease ends (-1: none), -1 for fencelock. `wait_ms`: fencelock's WAIT.
+    fn try_once(&mut self, key: &str, permits: u64, ids: &[String], wait_ms: Option<u64>) -> Result<SemGrant, i64> {
+        let mut c;
+        match self.kind {
+            SemKind::Fence => {
+                c = redis::cmd("SEM.ACQUIRE");
+                c.arg(key).arg(&self.owner).arg(self.limit).arg(self.ttl);
+                if permits != 1 {
+                    c.arg("COUNT").arg(permits);
+                }
+                if let Some(w) = wait_ms {
+                    c.arg("WAIT").arg(w);
+                }
+            }
+            SemKind::Lua => {
+                let k = sem_keys(key);
+                let now = unix_ms();
+                c = redis::cmd("EVALSHA");
+                c.arg(&self.scripts.sem_acquire).arg(3).arg(&k.count).arg(&k.timeout).arg(&k.channel);
+                c.arg(permits).arg(now).arg(now + self.ttl);
+                for id in ids {
+                    c.arg(id);
+                }
+            }
+        }
+        self.counted();
+        let sent = Instant::now();
+        let v = exec(&mut self.con, &c);
+        let at = Instant::now();
+        match (self.kind, &v) {
+            (SemKind::Fence, Value::Int(t)) if *t > 0 => Ok(SemGrant { sent, at, token: Some(*t), permits, ids: vec![] }),
+            (SemKind::Fence, Value::Nil) => Err(-1),
+            (SemKind::Lua, Value::Array(got))
+                if got.len() == ids.len()
+                    && got.iter().zip(ids).all(|(g, id)| matches!(g, Value::BulkString(b) if b == id.as_bytes())) =>
+            {
+                Ok(SemGrant { sent, at, token: None, permits, ids: ids.to_vec() })
+            }
+            (SemKind::Lua, Value::Int(hint)) if *hint >= -1 => Err(*hint),
+            _ => wrong(self.kind.name(), &c, &v),
+        }
+    }
+
+    /// An acquire that must be granted at once (nobody else uses this semaphore).
+    pub fn acquire_free(&mut self, key: &str, permits: u64) -> SemGrant {
+        let ids = if self.kind == SemKind::Lua { self.permit_ids(permits) } else { vec![] };
+        match self.try_once(key, permits, &ids, None) {
+            Ok(g) => g,
+            Err(hint) => panic!(
+                "WRONG RESULT from {}: an acquire of {permits} permits of {key}, which nobody else uses, was refused ({hint})",
+                self.kind.name()
+            ),
+        }
+    }
+
+    /// One try that never waits (Redisson's `tryAcquire(permits, leaseTime)`).
+    pub fn try_acquire(&mut self, key: &str, permits: u64) -> Option<SemGrant> {
+        let ids = if self.kind == SemKind::Lua { self.permit_ids(permits) } else { vec![] };
+        self.try_once(key, permits, &ids, None).ok()
+    }
+
+    /// Takes `permits`, waiting the contender's way; None if `stop` came first.
+    pub fn acquire(&mut self, key: &str, permits: u64, stop: Instant) -> Option<SemGrant> {
+        match self.kind {
+            SemKind::Fence => {
+                // The server-side wait outlasts the round by 2 s: waiters still queued
+                // when the round ends are served by the holders leaving.
+                let wait_ms = stop.saturating_duration_since(Instant::now()).as_millis() as u64 + 2000;
+                match self.try_once(key, permits, &[], Some(wait_ms)) {
+                    Ok(g) => Some(g),
+                    Err(_) if Instant::now() >= stop => None,
+                    Err(_) => panic!(
+                        "WRONG RESULT from {}: SEM.ACQUIRE {key} ... WAIT {wait_ms} answered nil before its wait was over",
+                        self.kind.name()
+                    ),
+                }
+            }
+            SemKind::Lua => self.acquire_lua(key, permits, stop),
+        }
+    }
+
+    /// Redisson's `acquire(permits, leaseTime)`: try; if refused, subscribe to the
+    /// semaphore's channel, then loop { try; wait for a message at most until the first
+    /// lease ends }, and unsubscribe once granted. Messages already received when it
+    /// wakes are taken together (one retry for all of them).
+    fn acquire_lua(&mut self, key: &str, permits: u64, stop: Instant) -> Option<SemGrant> {
+        let ids = self.permit_ids(permits);
+        if let Ok(g) = self.try_once(key, permits, &ids, None) {
+            return Some(g);
+        }
+        let channel = sem_keys(key).channel;
+        self.counted();
+        let sub = self.sub.as_mut().expect("a waiting client has a subscriber connection");
+        sub.send(&["SUBSCRIBE", channel.as_str()]).expect("write to the subscriber connection");
+        let f = sub.read().expect("read a frame from the subscriber connection");
+        if f.push_kind().as_deref() != Some("subscribe") {
+            panic!("SUBSCRIBE {channel} answered {f:?}");
+        }
+        let result = loop {
+            match self.try_once(key, permits, &ids, None) {
+                Ok(g) => break Some(g),
+                Err(hint) => {
+                    let now = Instant::now();
+                    if now >= stop {
+                        break None;
+                    }
+                    let left = stop - now;
+                    let wait = if hint < 0 { left } else { Duration::from_millis(hint as u64).min(left) };
+                    if wait.is_zero() {
+                        continue;
+                    }
+                    let mut first = self.sub.as_mut().unwrap().read_within(wait).expect("subscriber connection");
+                    while let Some(f) = first {
+                        if f.push_kind().as_deref() != Some("message") {
+                            panic!("unexpected frame on the subscriber connection: {f:?}");
+                        }
+                        self.message();
+                        first = self.sub.as_mut().unwrap().read_within(Duration::ZERO).expect("subscriber connection");
+                    }
+                }
+            }
+        };
+        self.counted();
+        let sub = self.sub.as_mut().unwrap();
+        sub.send(&["UNSUBSCRIBE", channel.as_str()]).expect("write to the subscriber connection");
+        loop {
+            let f = self.sub.as_mut().unwrap().read().expect("read a frame from the subscriber connection");
+            match f.push_kind().as_deref() {
+                Some("unsubscribe") => break,
+                Some("message") => self.message(),
+                _ => panic!("UNSUBSCRIBE {channel} answered {f:?}"),
+            }
+        }
+        result
+    }
+
+    /// Gives back a grant this client holds; anything but "released" is a wrong result.
+    pub fn release(&mut self, key: &str, g: &SemGrant) {
+        let mut c;
+        let want;
+        match self.kind {
+            SemKind::Fence => {
+                c = redis::cmd("SEM.RELEASE");
+                c.arg(key).arg(&self.owner);
+                want = 1;
+            }
+            SemKind::Lua => {
+                let k = sem_keys(key);
+                c = redis::cmd("EVALSHA");
+                c.arg(&self.scripts.sem_release).arg(3).arg(&k.count).arg(&k.timeout).arg(&k.channel).arg(unix_ms());
+                for id in &g.ids {
+                    c.arg(id);
+                }
+                want = g.permits as i64;
+            }
+        }
+        self.counted();
+        let v = exec(&mut self.con, &c);
+        if !matches!(v, Value::Int(n) if n == want) {
+            wrong(self.kind.name(), &c, &v);
+        }
+    }
+}
+
+/// The free permits of a semaphore, each contender's own way: `SEM.INFO`'s `available`
+/// (`limit` when it answers nil: free, nobody waiting) or Redisson's `availablePermits()`
+/// (which first reclaims the permits whose lease ended).
+pub fn sem_available(kind: SemKind, con: &mut redis::Connection, key: &str, limit: u64, s: &Scripts) -> i64 {
+    let mut c;
+    match kind {
+        SemKind::Fence => {
+            c = redis::cmd("SEM.INFO");
+            c.arg(key);
+        }
+        SemKind::Lua => {
+            let k = sem_keys(key);
+            c = redis::cmd("EVALSHA");
+            c.arg(&s.sem_available).arg(3).arg(&k.count).arg(&k.timeout).arg(&k.channel).arg(unix_ms());
+        }
+    }
+    let v = exec(con, &c);
+    match (kind, &v) {
+        (SemKind::Fence, Value::Nil) => limit as i64,
+        (SemKind::Fence, Value::Array(items)) => {
+            for kv in items.chunks(2) {
+                if let [Value::BulkString(k), Value::Int(n)] = kv {
+                    if k == b"available" {
+                        return *n;
+                    }
+                }
+            }
+            wrong(kind.name(), &c, &v)
+        }
+        (SemKind::Fence, Value::Map(items)) => {
+            for (k, n) in items {
+                if let (Value::BulkString(k), Value::Int(n)) = (k, n) {
+                    if k == b"available" {
+                        return *n;
+                    }
+                }
+            }
+            wrong(kind.name(), &c, &v)
+        }
+        (SemKind::Lua, Value::Int(n)) => *n,
+        _ => wrong(kind.name(), &c, &v),
     }
 }
