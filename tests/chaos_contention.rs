@@ -1,15 +1,19 @@
 //! Chaos workload 1: contention. 50 clients, each on its own connection and thread,
 //! run acquire/release cycles on one mutex (with reentries, extends, fenced writes,
 //! blocking and non-blocking acquires), then a mixed reader/writer load on one read-write
-//! lock (reentries, extends, upgrades, downgrades, fenced writes by writers). Each load
+//! lock (reentries, extends, upgrades, downgrades, fenced writes by writers), then random
+//! COUNTs of one semaphore of 3 permits (reentries, extends, blocking and single-try
+//! acquires; a holder of all 3 permits writes to the fenced resource). Each load
 //! runs once with leases long enough never to end mid-section, and once with leases so
 //! short that some end while the holder is still inside (its release then answers 0, its
 //! fenced write may be refused as stale). Every operation is recorded and the history
-//! checked offline (`support/history.rs`): no overlapping holds, no repeated or
+//! checked offline (`support/history.rs`): no overlapping holds, never more semaphore
+//! permits surely held at once than the limit, a reentry keeps its token, no repeated or
 //! out-of-order tokens, no acknowledged release/extend by a non-holder, no stale write
 //! accepted by the fenced resource.
 //!
-//! Short by default (`make test`); `CHAOS_FULL=1` runs thousands of cycles per load.
+//! Short by default (`make test`); `CHAOS_FULL=1` runs thousands of cycles per load (and
+//! 100 semaphore clients).
 
 #[path = "support/history.rs"]
 mod history;
@@ -98,13 +102,27 @@ impl Client {
             Op::RUnlock => ("RWLOCK.RUNLOCK", false),
             Op::WUnlock => ("RWLOCK.WUNLOCK", false),
             Op::RwExtend => ("RWLOCK.EXTEND", false),
+            Op::SemAcquire { .. } => ("SEM.ACQUIRE", true),
+            Op::SemRelease => ("SEM.RELEASE", false),
+            Op::SemExtend => ("SEM.EXTEND", false),
             _ => unreachable!(),
         };
         let ttl_s = ttl.to_string();
         let wait_s = wait.map(|w| w.to_string());
+        let (limit_s, permits_s) = match op {
+            Op::SemAcquire { limit, permits } => (limit.to_string(), permits.to_string()),
+            _ => (String::new(), String::new()),
+        };
         let mut args = vec![name, key, owner.as_str()];
+        if !limit_s.is_empty() {
+            args.push(&limit_s);
+        }
         if ttl > 0 {
             args.push(&ttl_s);
+        }
+        if !permits_s.is_empty() {
+            args.push("COUNT");
+            args.push(&permits_s);
         }
         if let Some(w) = &wait_s {
             args.push("WAIT");
@@ -153,6 +171,10 @@ struct Stats {
     upgrades: u64,
     downgrades: u64,
     unknowns: u64,
+    /// Semaphore: grants that blocked in `WAIT` first (answered after 5 ms or more).
+    waited: u64,
+    /// Semaphore: grants of the whole limit (the holder alone; it writes to the resource).
+    whole: u64,
 }
 
 impl std::ops::AddAssign for Stats {
@@ -166,6 +188,8 @@ impl std::ops::AddAssign for Stats {
         self.upgrades += o.upgrades;
         self.downgrades += o.downgrades;
         self.unknowns += o.unknowns;
+        self.waited += o.waited;
+        self.whole += o.whole;
     }
 }
 
@@ -339,6 +363,83 @@ fn rw_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u
     collect(handles)
 }
 
+/// Runs the semaphore load: `clients` threads take random COUNTs of a semaphore of `limit`
+/// (mostly one or two permits, sometimes all of them), blocking or in a single try, with
+/// reentries and extends. A holder of the whole limit holds alone, so it writes to the
+/// fenced resource with its token: tokens of such holders rise with their grants.
+fn sem_load(s: &Server, rec: &Recorder, key: &str, tag: &str, limit: u64, load: Load, seed: u64) -> Stats {
+    let stop = Stop::after(load.limit);
+    let mut handles = vec![];
+    for c in 0..load.clients {
+        let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
+        let port = s.port;
+        handles.push(thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 201) * 0x9e37_79b9);
+            let mut cl = Client::new(port, format!("s{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
+            let mut st = Stats::default();
+            while st.cycles < load.cycles && !stop.stopped() {
+                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
+                let permits = match rng.gen_range(0..20) {
+                    0..=9 => 1,
+                    10..=15 => 2.min(limit),
+                    16..=17 => rng.gen_range(1..=limit),
+                    _ => limit,
+                };
+                let acquire = Op::sem(limit, permits);
+                let wait = if rng.gen_bool(0.8) { Some(load.wait_ms) } else { None };
+                let asked = std::time::Instant::now();
+                let token = match cl.op(acquire, &key, ttl, wait) {
+                    Res::Granted(t) => t,
+                    _ => {
+                        if wait.is_none() {
+                            thread::sleep(Duration::from_micros(rng.gen_range(200..2_000)));
+                        }
+                        continue;
+                    }
+                };
+                st.grants += 1;
+                if wait.is_some() && asked.elapsed() >= Duration::from_millis(5) {
+                    st.waited += 1;
+                }
+                let mut holds = 1;
+                if rng.gen_bool(0.15) {
+                    // A reentry: same COUNT, one more hold, same token (the checker judges
+                    // a new one; a hold that had just ended is granted afresh).
+                    if let Res::Granted(t) = cl.op(acquire, &key, ttl, None) {
+                        holds += 1;
+                        st.reentries += u64::from(t == token);
+                    }
+                }
+                if rng.gen_bool(0.15) && cl.op(Op::SemExtend, &key, ttl, None) == Res::NotHeld {
+                    st.expired += 1;
+                }
+                let hold = rng.gen_range(load.hold_us.0..=load.hold_us.1);
+                if hold > 0 {
+                    thread::sleep(Duration::from_micros(hold));
+                }
+                if permits == limit {
+                    st.whole += 1;
+                    match cl.fenced_write(&tag, token) {
+                        Res::Ok => st.accepted_writes += 1,
+                        r if stale(&r) => st.stale_writes += 1,
+                        _ => {}
+                    }
+                }
+                for _ in 0..holds {
+                    if cl.op(Op::SemRelease, &key, 0, None) == Res::NotHeld {
+                        st.expired += 1;
+                        break;
+                    }
+                }
+                st.cycles += 1;
+            }
+            st.unknowns = cl.unknowns as u64;
+            (st, cl.errors)
+        }));
+    }
+    collect(handles)
+}
+
 fn collect(handles: Vec<thread::JoinHandle<(Stats, Vec<String>)>>) -> Stats {
     let mut total = Stats::default();
     let mut errors = vec![];
@@ -497,4 +598,126 @@ fn shared_reads(events: &[history::Event]) -> bool {
     }
     holds.sort();
     holds.windows(2).any(|w| w[1].0 < w[0].1)
+}
+
+/// The semaphore load's leases and sizes: 50 clients (100 under `CHAOS_FULL=1`).
+fn sem_load_size(cycles: (u64, u64), ttl: (u64, u64), hold_us: (u64, u64)) -> Load {
+    Load {
+        clients: scale(50, 100),
+        cycles: scale(cycles.0, cycles.1),
+        ttl,
+        hold_us,
+        wait_ms: 10_000,
+        limit: Duration::from_secs(scale(60, 240)),
+    }
+}
+
+const SEM_LIMIT: u64 = 3;
+
+#[test]
+fn contention_50_clients_on_one_semaphore() {
+    let seed = support::seed::seed("contention_50_clients_on_one_semaphore");
+    let mut s = Server::new();
+    let rec = Recorder::with_base(chaos::epoch());
+    // Leases far longer than any critical section.
+    let long = sem_load_size((30, 200), (2_000, 5_000), (0, 1_000));
+    let t = std::time::Instant::now();
+    let st = sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, long, seed);
+    report("semaphore, long leases", &st, t.elapsed());
+    verify(&mut s, &rec, "sf", "semaphore, long leases");
+    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.grants >= st.cycles && st.reentries > 0 && st.waited > 0 && st.accepted_writes > 0, "{st:?}");
+    assert_eq!(st.expired, 0, "a lease of seconds ended inside a critical section of < 1 ms: {st:?}");
+    // A holder of every permit holds alone: every token written before its was granted
+    // earlier, so smaller.
+    assert_eq!(st.stale_writes, 0, "a holder of the whole limit was refused by the fence with no lease ended: {st:?}");
+    let events = rec.events();
+    let (holders, permits) = sure_sharing(&events, "sem");
+    assert!(
+        holders >= 2 && permits == SEM_LIMIT,
+        "the load never surely filled the semaphore with several holders ({holders} holders, {permits} permits at most)"
+    );
+    checker_bites(&events, "sem", SEM_LIMIT);
+    let mut c = s.conn();
+    assert_eq!(ok(&mut c, &["SEM.INFO", "sem"]), redis::Value::Nil, "the semaphore should be free and gone at the end");
+}
+
+#[test]
+fn contention_50_clients_on_one_semaphore_with_leases_ending_mid_section() {
+    let seed = support::seed::seed("contention_50_clients_on_one_semaphore_with_leases_ending_mid_section");
+    let mut s = Server::new();
+    let rec = Recorder::with_base(chaos::epoch());
+    // Leases of 3..25 ms and sections of up to 15 ms: some leases end inside.
+    let short = sem_load_size((6, 50), (3, 25), (0, 15_000));
+    let t = std::time::Instant::now();
+    let st = sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, short, seed);
+    report("semaphore, short leases", &st, t.elapsed());
+    verify(&mut s, &rec, "sf", "semaphore, short leases");
+    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    assert!(st.expired > 0, "no lease ended inside a critical section, the phase tested nothing: {st:?}");
+}
+
+/// The most holders, and the most permits, that surely held `key` at one instant: each
+/// hold from its grant's answer to its owner's next release being sent (leases of seconds
+/// do not end sooner).
+fn sure_sharing(events: &[history::Event], key: &str) -> (usize, u64) {
+    let mut by_owner: std::collections::HashMap<&str, Vec<&history::Event>> = Default::default();
+    for e in events.iter().filter(|e| e.key == key) {
+        by_owner.entry(e.owner.as_str()).or_default().push(e);
+    }
+    let mut holds: Vec<(Duration, Duration, u64)> = vec![];
+    for evs in by_owner.values_mut() {
+        evs.sort_by_key(|e| e.invoke);
+        let mut start = None;
+        for e in evs.iter() {
+            match (e.op, &e.res) {
+                (Op::SemAcquire { permits, .. }, Res::Granted(_)) if start.is_none() => start = Some((e.complete, permits)),
+                (Op::SemRelease, _) => {
+                    if let Some((st, p)) = start.take() {
+                        holds.push((st, e.invoke, p));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let (mut most_holders, mut most_permits) = (0, 0);
+    for &(t, _, _) in &holds {
+        let at: Vec<&(Duration, Duration, u64)> = holds.iter().filter(|h| h.0 <= t && t < h.1).collect();
+        most_holders = most_holders.max(at.len());
+        most_permits = most_permits.max(at.iter().map(|h| h.2).sum());
+    }
+    (most_holders, most_permits)
+}
+
+/// The checker has teeth on this very history: an intruder granted every permit just
+/// after a real grant (whose owner did nothing for a while after it) is flagged as
+/// over the limit.
+fn checker_bites(events: &[history::Event], key: &str, limit: u64) {
+    let micros = Duration::from_micros;
+    let g = events
+        .iter()
+        .filter(|g| g.key == key && matches!(g.res, Res::Granted(_)))
+        .find(|g| {
+            let next = events.iter().filter(|e| e.owner == g.owner && e.invoke >= g.complete).map(|e| e.invoke).min();
+            next.map_or(true, |n| n > g.complete + micros(500))
+        })
+        .expect("a grant whose owner paused after it");
+    let mut bad = events.to_vec();
+    bad.push(history::Event {
+        op: Op::sem(limit, limit),
+        key: key.into(),
+        owner: "intruder".into(),
+        ttl_ms: 10_000,
+        token: 0,
+        invoke: g.complete,
+        complete: g.complete + micros(100),
+        res: Res::Granted(i64::MAX),
+    });
+    let v = history::check(&bad);
+    assert!(
+        v.iter().any(|v| v.kind == history::ViolationKind::SemOverLimit),
+        "a planted grant of the whole limit beside {g} was not caught:\n{}",
+        history::render(&bad, &v, 5)
+    );
 }

@@ -27,11 +27,14 @@
 //!   a minimal history); [`assert_clean(&events, what)`](assert_clean): panics with it.
 //! * [`Violation`] `{ kind: ViolationKind, what: String, events: Vec<usize> }` (indices
 //!   into the checked slice); [`ViolationKind`]: `Overlap`, `RwOverlap`, `RepeatedToken`,
-//!   `TokenOrder`, `NonHolderAck`, `StaleFencedWrite`.
+//!   `TokenOrder`, `NonHolderAck`, `StaleFencedWrite`, `SemOverLimit`, `SemLimitMismatch`,
+//!   `ReentryToken`.
 //!
 //! Operations: `Acquire`/`Release`/`Extend` (`LOCK.*`), `RLock`/`WLock`/`RUnlock`/`WUnlock`/
-//! `RwExtend` (`RWLOCK.*`), `FenceWrite` (a write guarded by `FENCE.CHECK` on resource
-//! `key`), `Del` (`DEL`/`UNLINK` of `key`) and `FlushAll` (`FLUSHALL`/`FLUSHDB`, any key).
+//! `RwExtend` (`RWLOCK.*`), `SemAcquire { limit, permits }`/`SemRelease`/`SemExtend`
+//! (`SEM.*`; [`Op::sem`]`(limit, permits)` builds the acquire), `FenceWrite` (a write
+//! guarded by `FENCE.CHECK` on resource `key`), `Del` (`DEL`/`UNLINK` of `key`) and
+//! `FlushAll` (`FLUSHALL`/`FLUSHDB`, any key).
 //! `Del`/`FlushAll` end every hold of the key; record them so holds end there.
 //!
 //! # What is checked, and why it is sound
@@ -40,7 +43,8 @@
 //! server-side times were. Every operation took effect at one instant between its invoke
 //! and its complete (an `Unknown` one: at some instant after its invoke, or never).
 //!
-//! **Holds.** A hold is an *episode*: one owner, one mode (mutex, read or write), one
+//! **Holds.** A hold is an *episode*: one owner, one mode (mutex, read, write or
+//! semaphore; a semaphore hold also has its `permits` and the `limit` its grant stated), one
 //! token, from its fresh grant to its end; reentrant grants (same owner, same mode, same
 //! token) and acknowledged extends belong to it. For each episode two intervals are
 //! derived:
@@ -71,6 +75,16 @@
 //!   another owner, or two episodes of one owner in one mode (a downgrade/upgrade, one
 //!   owner in both modes, is allowed). An acquire with an unknown result counts as a hold
 //!   only if its token shows up later (in a reentrant grant); it is never flagged.
+//! * **ReentryToken**: two semaphore episodes of one owner on a key (different tokens)
+//!   whose sure intervals intersect: its second grant came while it surely held, so it was
+//!   a reentry and had to return the held token. (Holds of different owners may share a
+//!   semaphore; a semaphore and any other kind of hold on one key conflict, `Overlap`.)
+//! * **SemOverLimit**: at the start of some episode's sure interval, the permits of the
+//!   semaphore episodes whose sure intervals contain that instant (each owner counted
+//!   once) exceed the limit their grants stated (the largest, if they differ).
+//! * **SemLimitMismatch**: two semaphore episodes with different stated limits whose
+//!   sure intervals intersect: the later grant found the semaphore held, hence bound to the
+//!   earlier holder's limit, and had to answer `-ERR limit mismatch`.
 //! * **RepeatedToken**: a token granted to two different (owner, mode) on a key; or granted
 //!   again to the same holder after its hold surely ended (released to zero, lease surely
 //!   over, deleted, answered 0, or a conflicting grant of another token completed between).
@@ -111,9 +125,21 @@ pub enum Op {
     RUnlock,
     WUnlock,
     RwExtend,
+    /// `SEM.ACQUIRE key owner limit ttl COUNT permits`: the grant holds `permits` of a
+    /// semaphore of `limit`.
+    SemAcquire { limit: u64, permits: u64 },
+    SemRelease,
+    SemExtend,
     FenceWrite,
     Del,
     FlushAll,
+}
+
+impl Op {
+    /// `SEM.ACQUIRE` of `permits` of a semaphore of `limit`.
+    pub fn sem(limit: u64, permits: u64) -> Op {
+        Op::SemAcquire { limit, permits }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,6 +191,9 @@ impl fmt::Display for Event {
             Op::RUnlock => "RWLOCK.RUNLOCK",
             Op::WUnlock => "RWLOCK.WUNLOCK",
             Op::RwExtend => "RWLOCK.EXTEND",
+            Op::SemAcquire { .. } => "SEM.ACQUIRE",
+            Op::SemRelease => "SEM.RELEASE",
+            Op::SemExtend => "SEM.EXTEND",
             Op::FenceWrite => "FENCED-WRITE",
             Op::Del => "DEL",
             Op::FlushAll => "FLUSHALL",
@@ -172,6 +201,9 @@ impl fmt::Display for Event {
         write!(f, "[{:.6}s .. {:.6}s] {name} {}", self.invoke.as_secs_f64(), self.complete.as_secs_f64(), self.key)?;
         if !self.owner.is_empty() {
             write!(f, " {}", self.owner)?;
+        }
+        if let Op::SemAcquire { limit, permits } = self.op {
+            write!(f, " limit={limit} count={permits}")?;
         }
         if self.ttl_ms > 0 {
             write!(f, " ttl={}", self.ttl_ms)?;
@@ -298,6 +330,9 @@ pub enum ViolationKind {
     TokenOrder,
     NonHolderAck,
     StaleFencedWrite,
+    SemOverLimit,
+    SemLimitMismatch,
+    ReentryToken,
 }
 
 #[derive(Debug, Clone)]
@@ -323,6 +358,7 @@ enum Mode {
     Mutex,
     Read,
     Write,
+    Sem,
 }
 
 fn grant_mode(op: Op) -> Option<Mode> {
@@ -330,6 +366,7 @@ fn grant_mode(op: Op) -> Option<Mode> {
         Op::Acquire => Some(Mode::Mutex),
         Op::RLock => Some(Mode::Read),
         Op::WLock => Some(Mode::Write),
+        Op::SemAcquire { .. } => Some(Mode::Sem),
         _ => None,
     }
 }
@@ -339,6 +376,7 @@ fn release_mode(op: Op) -> Option<Mode> {
         Op::Release => Some(Mode::Mutex),
         Op::RUnlock => Some(Mode::Read),
         Op::WUnlock => Some(Mode::Write),
+        Op::SemRelease => Some(Mode::Sem),
         _ => None,
     }
 }
@@ -347,14 +385,18 @@ fn extend_modes(op: Op) -> &'static [Mode] {
     match op {
         Op::Extend => &[Mode::Mutex],
         Op::RwExtend => &[Mode::Read, Mode::Write],
+        Op::SemExtend => &[Mode::Sem],
         _ => &[],
     }
 }
 
-/// Two holds that must never coexist on one key.
+/// Two holds that must never coexist on one key. Semaphore holds of different owners
+/// may (the limit is checked by counting permits); one owner holds one at a time; a key
+/// holds one type of lock at a time.
 fn conflicts(m1: Mode, o1: &str, m2: Mode, o2: &str) -> bool {
     match (m1, m2) {
-        (Mode::Mutex, _) | (_, Mode::Mutex) => true,
+        (Mode::Sem, Mode::Sem) => o1 == o2,
+        (Mode::Mutex, _) | (_, Mode::Mutex) | (Mode::Sem, _) | (_, Mode::Sem) => true,
         _ if o1 == o2 => m1 == m2,
         (Mode::Write, _) | (_, Mode::Write) => true,
         _ => false,
@@ -384,6 +426,9 @@ struct Episode {
     repeat: bool,
     /// Earliest possible instant of the fresh grant (for the order check).
     create_lo: Duration,
+    /// Semaphore holds: the permits held and the limit its grant stated (else 0).
+    permits: u64,
+    limit: u64,
     // Derived:
     sure_start: Duration,
     sure_end: Duration,
@@ -508,7 +553,13 @@ impl<'a> Ctx<'a> {
 
 fn new_episode(ev: &[Event], i: usize, mode: Mode, token: i64, create_lo: Duration) -> Episode {
     let e = &ev[i];
+    let (limit, permits) = match e.op {
+        Op::SemAcquire { limit, permits } => (limit, permits),
+        _ => (0, 0),
+    };
     Episode {
+        permits,
+        limit,
         key: e.key.clone(),
         owner: e.owner.clone(),
         mode,
@@ -842,9 +893,29 @@ pub fn check(ev: &[Event]) -> Vec<Violation> {
                 if a.token == b.token || !conflicts(a.mode, &a.owner, b.mode, &b.owner) {
                     continue;
                 }
-                let rw = a.mode != Mode::Mutex;
+                let kind = match (a.mode, b.mode) {
+                    (Mode::Sem, Mode::Sem) => ViolationKind::ReentryToken,
+                    (Mode::Read | Mode::Write, Mode::Read | Mode::Write) => ViolationKind::RwOverlap,
+                    _ => ViolationKind::Overlap,
+                };
+                if kind == ViolationKind::ReentryToken {
+                    violations.push(Violation {
+                        kind,
+                        what: format!(
+                            "key {key}: {} surely held token {} during [{:.6}s, {:.6}s), yet its SEM.ACQUIRE answered at {:.6}s returned token {} (a reentry keeps its token)",
+                            a.owner,
+                            a.token,
+                            a.sure_start.as_secs_f64(),
+                            secs(a.sure_end),
+                            b.sure_start.as_secs_f64(),
+                            b.token
+                        ),
+                        events: vec![a.grants[0], b.grants[0]],
+                    });
+                    continue;
+                }
                 violations.push(Violation {
-                    kind: if rw { ViolationKind::RwOverlap } else { ViolationKind::Overlap },
+                    kind,
                     what: format!(
                         "key {key}: {} ({:?}, token {}) surely held it during [{:.6}s, {:.6}s) and {} ({:?}, token {}) during [{:.6}s, {:.6}s)",
                         a.owner,
@@ -862,6 +933,65 @@ pub fn check(ev: &[Event]) -> Vec<Violation> {
                 });
             }
             active.push(n);
+        }
+
+        // Semaphores: the permits of the holds surely alive at one instant, against the
+        // limit; and one limit for holds alive at once. The sum is largest at the start of
+        // some sure interval, so it is taken there (sweep by start).
+        let mut sems: Vec<usize> = live.iter().cloned().filter(|&n| episodes[n].mode == Mode::Sem).collect();
+        sems.sort_by_key(|&n| (episodes[n].sure_start, n));
+        let mut active: Vec<usize> = Vec::new();
+        for &n in &sems {
+            let b = &episodes[n];
+            active.retain(|&a| episodes[a].sure_end > b.sure_start);
+            // Two holds alive at one instant: the later grant found the semaphore held,
+            // so bound to the earlier one's limit.
+            if let Some(&a) = active.iter().find(|&&a| episodes[a].limit != b.limit) {
+                let a = &episodes[a];
+                violations.push(Violation {
+                    kind: ViolationKind::SemLimitMismatch,
+                    what: format!(
+                        "key {key}: {} (token {}, limit {}) and {} (token {}, limit {}) surely held it at {:.6}s",
+                        a.owner,
+                        a.token,
+                        a.limit,
+                        b.owner,
+                        b.token,
+                        b.limit,
+                        b.sure_start.as_secs_f64()
+                    ),
+                    events: vec![a.grants[0], b.grants[0]],
+                });
+            }
+            active.push(n);
+            // Per owner once: two holds of one owner at once are a `ReentryToken` already.
+            let mut per_owner: HashMap<&str, u64> = HashMap::new();
+            for &a in &active {
+                let p = per_owner.entry(episodes[a].owner.as_str()).or_default();
+                *p = (*p).max(episodes[a].permits);
+            }
+            let held: u64 = per_owner.values().sum();
+            let limit = active.iter().map(|&a| episodes[a].limit).max().unwrap_or(0);
+            if held > limit {
+                let mut holders: Vec<usize> = active.clone();
+                holders.sort_by_key(|&a| (episodes[a].sure_start, a));
+                violations.push(Violation {
+                    kind: ViolationKind::SemOverLimit,
+                    what: format!(
+                        "key {key}: {held} permits of a semaphore of limit {limit} surely held at {:.6}s, by {}",
+                        b.sure_start.as_secs_f64(),
+                        holders
+                            .iter()
+                            .map(|&a| {
+                                let a = &episodes[a];
+                                format!("{} ({} from token {}, until {}s)", a.owner, a.permits, a.token, secs(a.sure_end))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    events: holders.iter().map(|&a| episodes[a].grants[0]).collect(),
+                });
+            }
         }
 
         // Real-time token order of fresh grants.
@@ -1065,6 +1195,8 @@ fn op_name(op: Op) -> &'static str {
         Op::RUnlock => "RWLOCK.RUNLOCK",
         Op::WUnlock => "RWLOCK.WUNLOCK",
         Op::RwExtend => "RWLOCK.EXTEND",
+        Op::SemRelease => "SEM.RELEASE",
+        Op::SemExtend => "SEM.EXTEND",
         _ => "op",
     }
 }
