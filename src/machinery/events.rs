@@ -71,7 +71,7 @@ impl ServerEvents for Events {
         if ffi::avoid_replica_traffic() {
             return;
         }
-        if expiry::due(now_ms()) && ctx.get_flags().contains(ContextFlags::MASTER) {
+        if expiry::wants_attention(now_ms()) && ctx.get_flags().contains(ContextFlags::MASTER) {
             end_due_leases(ctx);
             expiry::arm(ctx);
         }

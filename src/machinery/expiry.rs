@@ -2,9 +2,10 @@
 //! module timer armed for the earliest deadline.
 //!
 //! The timer only wakes the event loop: Redis runs its before-sleep hook right after
-//! timers fire, and `events` ends the due leases there (as it does on every pass that
-//! finds a deadline passed, which also follows a wall clock that stepped forward: module
-//! timers run on the monotonic clock, deadlines on the wall clock). Only a master ends
+//! timers fire, and `events` ends the due leases there and arms the timer again (as it
+//! does on every pass that finds a deadline passed, which also follows a wall clock that
+//! stepped forward: module timers run on the monotonic clock, deadlines on the wall
+//! clock). Only a master ends
 //! leases; replicas keep the index (they may be promoted) and arm no timer.
 //!
 //! An entry that falls due is always checked against the key it names, so a stale one
@@ -58,9 +59,11 @@ pub fn untrack(db: Db, key: &[u8], deadline: Millis) {
     with(|e| e.deadlines.remove(deadline, db, key));
 }
 
-/// Whether some deadline has passed.
-pub fn due(now: Millis) -> bool {
-    with(|e| e.deadlines.earliest()).is_some_and(|earliest| earliest <= now)
+/// Whether a pass of the event loop has work here: some deadline has passed, or there
+/// are deadlines and no timer (it fired, possibly for a lease that went meanwhile, and
+/// must be armed again for the earliest one).
+pub fn wants_attention(now: Millis) -> bool {
+    with(|e| e.deadlines.earliest().is_some_and(|earliest| earliest <= now || e.timer.is_none()))
 }
 
 /// Up to `limit` keys whose deadline has passed, out of the index.

@@ -81,6 +81,10 @@ pub struct Short {
     pub ttl: i64,
     /// The holders the key keeps once the short lease ended (empty: the key goes).
     pub rest: HolderMap,
+    /// `DEBUG DIGEST-VALUE` of the key right after the grant, while the lease surely runs:
+    /// the stored value stays so (saving and loading keep it exactly) until the server
+    /// ends the lease.
+    pub digest: String,
 }
 
 // ---------------------------------------------------------------------------------------
@@ -202,7 +206,7 @@ pub trait LockKind: Sync {
         let token = self.grant(c, &key, "gina", ttl);
         let state = self.state(c, &key).expect("the short lease was just granted");
         let ttl = state.holders().values().next().expect("a holder").2;
-        Some(Short { key, owner: "gina".into(), token, ttl, rest: HolderMap::new() })
+        Some(Short { key, owner: "gina".into(), token, ttl, rest: HolderMap::new(), digest: String::new() })
     }
 
     /// Changes of every sort streamed to `replica`, checked there by the kind; returns
@@ -372,7 +376,11 @@ pub fn assert_fresh_tokens_larger_all(c: &mut redis::Connection, tokens: &[i64],
 
 /// A short lease of every leased kind.
 pub fn start_shorts(c: &mut redis::Connection, ttl: i64) -> Vec<(&'static dyn LockKind, Short)> {
-    KINDS.iter().filter_map(|k| k.start_short(c, ttl).map(|s| (*k, s))).collect()
+    let mut shorts: Vec<_> = KINDS.iter().filter_map(|k| k.start_short(c, ttl).map(|s| (*k, s))).collect();
+    for (_, s) in &mut shorts {
+        s.digest = digest_value(c, &s.key);
+    }
+    shorts
 }
 
 /// After a reload: each short lease is still held (when `must_hold`; otherwise it may have
@@ -405,13 +413,11 @@ pub fn assert_shorts_kept(
 #[track_caller]
 pub fn assert_shorts_end(c: &mut redis::Connection, shorts: &[(&'static dyn LockKind, Short)], what: &str) {
     for (kind, s) in shorts {
-        let holding = kind.state(c, &s.key).is_some_and(|st| st.holders().keys().any(|(o, _)| o == s.owner.as_bytes()));
-        if holding && exists(c, &s.key) {
-            let d0 = digest_value(c, &s.key);
-            wait_until(PATIENCE, &format!("{what}: the short lease on {} ended", s.key), || {
-                !exists(c, &s.key) || digest_value(c, &s.key) != d0
-            });
-        }
+        // Compared with the digest taken at the grant, not one read now: the server may
+        // end the lease between any two reads here.
+        wait_until(PATIENCE, &format!("{what}: the short lease on {} ended", s.key), || {
+            !exists(c, &s.key) || digest_value(c, &s.key) != s.digest
+        });
         match kind.state(c, &s.key) {
             None => assert!(s.rest.is_empty(), "{what}: {} lost holders {:?}", s.key, s.rest),
             Some(st) => {
@@ -722,7 +728,7 @@ impl LockKind for RwLock {
         let mut rest = HolderMap::new();
         let k = i.holder("k", "read");
         rest.insert((b"k".to_vec(), "read".to_string()), (keep, k.holds, k.ttl));
-        Some(Short { key: "rw:soon".into(), owner: "s".into(), token: soon, ttl: i.holder("s", "read").ttl, rest })
+        Some(Short { key: "rw:soon".into(), owner: "s".into(), token: soon, ttl: i.holder("s", "read").ttl, rest, digest: String::new() })
     }
 
     /// Every kind of change: reentry, unlocks, upgrade, downgrade, extend, a grant to a
@@ -1099,7 +1105,7 @@ impl LockKind for Semaphore {
         let k = i.holder("keep");
         let mut rest = HolderMap::new();
         rest.insert((b"keep".to_vec(), sem_mode(2, 3)), (keep, k.holds, k.ttl));
-        Some(Short { key: "s:soon".into(), owner: "short".into(), token: soon, ttl: i.holder("short").ttl, rest })
+        Some(Short { key: "s:soon".into(), owner: "short".into(), token: soon, ttl: i.holder("short").ttl, rest, digest: String::new() })
     }
 
     /// Every kind of change: reentry, releases, extend, grants to several waiters in one
