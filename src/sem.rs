@@ -1,7 +1,6 @@
 //! `SEM.*`: the counting semaphore. Parse, call the pure semaphore through the store,
 //! reply.
 
-use std::any::Any;
 use std::collections::BTreeMap;
 
 use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, RedisValue};
@@ -10,9 +9,9 @@ use crate::args::{self, Shape};
 use crate::command;
 use crate::error::{Error, Result};
 use crate::ffi;
-use crate::logic::semaphore::{Acquire, Release, Semaphore};
+use crate::logic::semaphore::{Acquire, Ask, Release, Semaphore};
 use crate::logic::waiters::WaiterId;
-use crate::logic::{Millis, Token};
+use crate::logic::Token;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Arg, Command, ACQUIRE_ACL, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
@@ -75,35 +74,14 @@ pub const COMMANDS: &[Command] = &[
     },
 ];
 
-/// An acquire of `permits` of a semaphore of `limit` by `owner`, for a lease of `ttl` ms.
-struct AcquireSem {
-    owner: Vec<u8>,
-    limit: u64,
-    permits: u64,
-    ttl: Millis,
-}
-
-/// The limit the clients waiting on `key` agreed to. A stored semaphore carries it; this
-/// is for the moment its key is gone (removed while they wait, until the first of them
-/// is served), so that a newcomer's limit is compared with it all the same.
-fn waiters_limit(ctx: &Context, key: &RedisString) -> Option<u64> {
-    let front = waiting::front(ffi::selected_db(ctx), key.as_slice())?;
-    let front: &dyn Any = front.as_ref();
-    front.downcast_ref::<AcquireSem>().map(|w| w.limit)
-}
-
-impl Request for AcquireSem {
+impl Request for Ask {
     fn kind(&self) -> &'static dyn KindOps {
         &KIND
     }
 
     fn try_grant(&self, ctx: &Context, key: &RedisString, waiter: Option<WaiterId>) -> Result<Option<Token>> {
         let others_first = waiting::others_first(ctx, key, waiter);
-        let waiters_limit = if others_first { waiters_limit(ctx, key) } else { None };
         let outcome = store::update(ctx, key, |sem: &mut Semaphore, now| {
-            if let (Some(limit), true) = (waiters_limit, sem.is_empty()) {
-                sem.set_limit(limit);
-            }
             clock::with_tokens(|tokens| sem.acquire(&self.owner, self.limit, self.permits, self.ttl, now, tokens, others_first))
                 .map_err(Error::from)
         })?;
@@ -117,7 +95,7 @@ impl Request for AcquireSem {
 /// `SEM.ACQUIRE key owner limit ttl [COUNT permits] [WAIT timeout]`
 fn acquire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let call = args::sem_acquire(args)?;
-    let request = AcquireSem { owner: call.owner().to_vec(), limit: call.limit, permits: call.permits, ttl: call.ttl };
+    let request = Ask { owner: call.owner().to_vec(), limit: call.limit, permits: call.permits, ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 
@@ -148,7 +126,7 @@ fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     let sem = match stored {
         Some(sem) => sem,
         None if waiters > 0 => {
-            vacant = Semaphore::with_limit(waiters_limit(ctx, &key).unwrap_or(0));
+            vacant = store::vacant::<Semaphore>(ctx, &key);
             &vacant
         }
         None => return Ok(RedisValue::Null),

@@ -89,6 +89,16 @@ pub struct Semaphore {
     changes: Vec<Vec<u8>>,
 }
 
+/// What an acquire asks for; the glue keeps it while the caller waits, so a semaphore
+/// whose key is gone while clients wait on it still knows their limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub owner: Vec<u8>,
+    pub limit: u64,
+    pub permits: u64,
+    pub ttl: Millis,
+}
+
 /// Empty and unbound (limit 0): what a missing key reads as. The first grant binds
 /// the caller's limit.
 impl Default for Semaphore {

@@ -40,17 +40,20 @@ fn settle_keys(ctx: &Context, keys: impl IntoIterator<Item = (Db, Box<[u8]>)>, n
 }
 
 /// Ends the leases that are due, for at most `EXPIRY_SLICE`; the rest is for the next
-/// pass.
-fn end_due_leases(ctx: &Context) {
+/// pass. True when it settled any key.
+fn end_due_leases(ctx: &Context) -> bool {
     let now = now_ms();
     let started = Instant::now();
+    let mut any = false;
     while started.elapsed() < EXPIRY_SLICE {
         let due = expiry::take_due(now, EXPIRY_BATCH);
         if due.is_empty() {
             break;
         }
+        any = true;
         settle_keys(ctx, due, now);
     }
+    any
 }
 
 /// The database a `MOVE` came from, between its `move_from` and `move_to` events.
@@ -71,13 +74,19 @@ impl ServerEvents for Events {
         if ffi::avoid_replica_traffic() {
             return;
         }
+        let mut settled = false;
         if expiry::wants_attention(now_ms()) && ctx.get_flags().contains(ContextFlags::MASTER) {
-            end_due_leases(ctx);
+            settled = end_due_leases(ctx);
             expiry::arm(ctx);
         }
         let noted = waiting::take_noted();
         if !noted.is_empty() {
             settle_keys(ctx, noted, now_ms());
+            settled = true;
+        }
+        // Clients this pass signalled are served on the next one.
+        if settled {
+            expiry::wake(ctx);
         }
     }
 

@@ -26,6 +26,12 @@ pub trait Kind: Default + TypeValue + 'static {
     /// The Redis data type whose values are this kind.
     fn data_type() -> &'static RedisType;
 
+    /// The value a missing key reads as while `front` (the first client waiting on it)
+    /// waits: what it is revived as for them, and what a newcomer meets.
+    fn vacant_for(_front: &dyn Request) -> Self {
+        Self::default()
+    }
+
     /// The deadline of the lease that ends first: what the expiry index tracks.
     fn next_deadline(&self) -> Option<Millis>;
 
@@ -47,6 +53,31 @@ pub trait Changes {
     fn any(&self) -> bool;
     /// A hold went, which may let a waiter in.
     fn released(&self) -> bool;
+}
+
+/// The changes of a kind with many holders: the holders whose hold changed (each once),
+/// and whether any of them went.
+pub struct HolderChanges<H> {
+    pub holders: Vec<H>,
+    released: bool,
+}
+
+impl<H> HolderChanges<H> {
+    /// `gone` tells whether a changed holder holds nothing now.
+    pub fn new(holders: Vec<H>, gone: impl Fn(&H) -> bool) -> Self {
+        let released = holders.iter().any(gone);
+        HolderChanges { holders, released }
+    }
+}
+
+impl<H> Changes for HolderChanges<H> {
+    fn any(&self) -> bool {
+        !self.holders.is_empty()
+    }
+
+    fn released(&self) -> bool {
+        self.released
+    }
 }
 
 /// A kind with its type erased, for keys whose kind is known only at run time (a key

@@ -29,7 +29,7 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     let handle = ctx.open_key_writable(key);
     let stored = handle.get_value::<K>(K::data_type()).map_err(|_| Error::WrongType)?;
     let existed = stored.is_some();
-    let mut fresh = K::default();
+    let mut fresh = if existed { K::default() } else { vacant::<K>(ctx, key) };
     let value = stored.unwrap_or(&mut fresh);
     let old_deadline = value.next_deadline();
     let result = op(value, now);
@@ -54,6 +54,14 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     }
     expiry::track(ctx, key.as_slice(), old_deadline, new_deadline);
     result
+}
+
+/// What a missing `key` reads as: vacant, as its first waiter (if any) sees it.
+pub fn vacant<K: Kind>(ctx: &Context, key: &RedisString) -> K {
+    match waiting::front(ffi::selected_db(ctx), key.as_slice()) {
+        Some(front) => K::vacant_for(front.as_ref()),
+        None => K::default(),
+    }
 }
 
 /// Applies a replicated effect (`op` sets exact state) at `key`: stored and tracked like
@@ -86,7 +94,7 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
 fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
     if waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
         if !existed {
-            handle.set_value(K::data_type(), K::default())?;
+            handle.set_value(K::data_type(), vacant::<K>(ctx, key))?;
         }
         waiting::signal(ctx, key);
         Ok(false)

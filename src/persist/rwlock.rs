@@ -13,7 +13,7 @@ use crate::command;
 use crate::machinery::clock::{self, ENCODING_VERSION};
 use crate::machinery::commands::{Access, Arg, Command};
 use crate::machinery::effects::{self, Arg::*};
-use crate::machinery::kind::{Changes, Kind};
+use crate::machinery::kind::{HolderChanges, Kind};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Db, DigestOut, RdbIn, RdbOut, TypeValue};
@@ -90,29 +90,13 @@ fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// The holds that changed, and whether any of them went.
-pub struct RwChanges {
-    holders: Vec<HolderKey>,
-    released: bool,
-}
-
-impl Changes for RwChanges {
-    fn any(&self) -> bool {
-        !self.holders.is_empty()
-    }
-
-    fn released(&self) -> bool {
-        self.released
-    }
-}
-
 /// The arguments of `HOLD_EFFECT` after the key.
 fn hold_args<'a>(mode: Mode, owner: &'a [u8], h: &Hold) -> [effects::Arg<'a>; 5] {
     [Bytes(mode.name().as_bytes()), Bytes(owner), Int(h.token), Int(h.deadline), Int(h.holds as i64)]
 }
 
 impl Kind for RwLock {
-    type Changes = RwChanges;
+    type Changes = HolderChanges<HolderKey>;
 
     fn data_type() -> &'static RedisType {
         &RWLOCK_TYPE
@@ -130,13 +114,11 @@ impl Kind for RwLock {
         self.is_empty()
     }
 
-    fn take_changes(&mut self) -> RwChanges {
-        let holders = RwLock::take_changes(self);
-        let released = holders.iter().any(|(mode, owner)| self.get(*mode, owner).is_none());
-        RwChanges { holders, released }
+    fn take_changes(&mut self) -> HolderChanges<HolderKey> {
+        HolderChanges::new(RwLock::take_changes(self), |(mode, owner)| self.get(*mode, owner).is_none())
     }
 
-    fn replicate(&self, changes: &RwChanges, ctx: &Context, key: &RedisString) {
+    fn replicate(&self, changes: &HolderChanges<HolderKey>, ctx: &Context, key: &RedisString) {
         for (mode, owner) in &changes.holders {
             match self.get(*mode, owner) {
                 Some(h) => effects::emit(ctx, &HOLD_EFFECT, key, &hold_args(*mode, owner, h)),

@@ -5,6 +5,8 @@
 //! RDB layout: limit (unsigned), hold count (unsigned), then per hold: owner (buffer),
 //! permits (unsigned), token (signed), deadline ms (signed), holds (unsigned).
 
+use std::any::Any;
+
 use redis_module::native_types::RedisType;
 use redis_module::{Context, NextArg, RedisString, RedisValue};
 
@@ -13,11 +15,11 @@ use crate::command;
 use crate::machinery::clock::{self, ENCODING_VERSION};
 use crate::machinery::commands::{Access, Arg, Command};
 use crate::machinery::effects::{self, Arg::*};
-use crate::machinery::kind::{Changes, Kind};
+use crate::machinery::kind::{HolderChanges, Kind, Request};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Db, DigestOut, RdbIn, RdbOut, TypeValue};
-use crate::logic::semaphore::{Hold, Semaphore, MAX_LIMIT};
+use crate::logic::semaphore::{Ask, Hold, Semaphore, MAX_LIMIT};
 use crate::logic::Millis;
 use crate::persist::sane_hold;
 
@@ -91,32 +93,22 @@ fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// The owners whose hold changed, and whether any of them went.
-pub struct SemChanges {
-    owners: Vec<Vec<u8>>,
-    released: bool,
-}
-
-impl Changes for SemChanges {
-    fn any(&self) -> bool {
-        !self.owners.is_empty()
-    }
-
-    fn released(&self) -> bool {
-        self.released
-    }
-}
-
 /// The arguments of `HOLD_EFFECT` after the key.
 fn hold_args<'a>(limit: u64, owner: &'a [u8], h: &Hold) -> [effects::Arg<'a>; 6] {
     [Int(limit as i64), Bytes(owner), Int(h.permits as i64), Int(h.token), Int(h.deadline), Int(h.holds as i64)]
 }
 
 impl Kind for Semaphore {
-    type Changes = SemChanges;
+    type Changes = HolderChanges<Vec<u8>>;
 
     fn data_type() -> &'static RedisType {
         &SEM_TYPE
+    }
+
+    /// Bound to the limit its waiters agreed to, so a newcomer is compared with it.
+    fn vacant_for(front: &dyn Request) -> Self {
+        let front: &dyn Any = front;
+        front.downcast_ref::<Ask>().map_or_else(Semaphore::default, |ask| Semaphore::with_limit(ask.limit))
     }
 
     fn next_deadline(&self) -> Option<Millis> {
@@ -131,14 +123,12 @@ impl Kind for Semaphore {
         self.is_empty()
     }
 
-    fn take_changes(&mut self) -> SemChanges {
-        let owners = Semaphore::take_changes(self);
-        let released = owners.iter().any(|owner| self.get(owner).is_none());
-        SemChanges { owners, released }
+    fn take_changes(&mut self) -> HolderChanges<Vec<u8>> {
+        HolderChanges::new(Semaphore::take_changes(self), |owner| self.get(owner).is_none())
     }
 
-    fn replicate(&self, changes: &SemChanges, ctx: &Context, key: &RedisString) {
-        for owner in &changes.owners {
+    fn replicate(&self, changes: &HolderChanges<Vec<u8>>, ctx: &Context, key: &RedisString) {
+        for owner in &changes.holders {
             match self.get(owner) {
                 Some(h) => effects::emit(ctx, &HOLD_EFFECT, key, &hold_args(self.limit(), owner, h)),
                 None => effects::emit(ctx, &DROP_EFFECT, key, &[Bytes(owner)]),
