@@ -267,7 +267,7 @@ fn main() {
         .ok()
         .filter(|v| !v.is_empty())
         .map(|v| v.split(',').map(|s| s.trim().to_string()).collect());
-    let want = |n: &str| only.as_ref().map_or(true, |o| o.iter().any(|x| x == n));
+    let want = |n: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == n));
     let cfg = if quick { Config::quick() } else { Config::full() };
     let t0 = Instant::now();
     let started_unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();

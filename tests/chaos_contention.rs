@@ -171,7 +171,7 @@ struct Stats {
     upgrades: u64,
     downgrades: u64,
     unknowns: u64,
-    /// Semaphore: grants that blocked in `WAIT` first (answered after 5 ms or more).
+    /// Mutex and semaphore: grants that blocked in `WAIT` first (answered after 5 ms or more).
     waited: u64,
     /// Semaphore: grants of the whole limit (the holder alone; it writes to the resource).
     whole: u64,
@@ -193,6 +193,17 @@ impl std::ops::AddAssign for Stats {
     }
 }
 
+impl Stats {
+    /// Counts a fenced write's answer: accepted, or refused as stale.
+    fn count_write(&mut self, res: Res) {
+        match res {
+            Res::Ok => self.accepted_writes += 1,
+            r if stale(&r) => self.stale_writes += 1,
+            _ => {}
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 struct Load {
     clients: usize,
@@ -205,66 +216,125 @@ struct Load {
     limit: Duration,
 }
 
+impl Load {
+    /// `cycles` and the time limit are (short, full) as [`scale`] picks them; every client
+    /// waits up to 10 s for a grant.
+    fn new(clients: usize, cycles: (u64, u64), ttl: (u64, u64), hold_us: (u64, u64)) -> Load {
+        Load {
+            clients,
+            cycles: scale(cycles.0, cycles.1),
+            ttl,
+            hold_us,
+            wait_ms: 10_000,
+            limit: Duration::from_secs(scale(60, 240)),
+        }
+    }
+}
+
 fn stale(res: &Res) -> bool {
     matches!(res, Res::Error(e) if e.contains("STALE"))
 }
 
-/// Runs the mutex load: `clients` threads, `cycles` each.
-fn mutex_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u64) -> Stats {
+/// One client's part of a load: its client, its random source, its stats, the lock's key
+/// and the fenced resource's tag, the load.
+struct Cycle<'a> {
+    cl: &'a mut Client,
+    rng: &'a mut StdRng,
+    st: &'a mut Stats,
+    key: &'a str,
+    tag: &'a str,
+    load: Load,
+}
+
+impl Cycle<'_> {
+    /// A lease from the load's range.
+    fn ttl(&mut self) -> u64 {
+        self.rng.gen_range(self.load.ttl.0..=self.load.ttl.1)
+    }
+
+    /// Mostly a blocking acquire; sometimes a single try, retried after a pause when
+    /// refused. The token, or None when not granted.
+    fn acquire(&mut self, op: Op, ttl: u64) -> Option<i64> {
+        let wait = if self.rng.gen_bool(0.8) { Some(self.load.wait_ms) } else { None };
+        let asked = std::time::Instant::now();
+        match self.cl.op(op, self.key, ttl, wait) {
+            Res::Granted(t) => {
+                self.st.grants += 1;
+                if wait.is_some() && asked.elapsed() >= Duration::from_millis(5) {
+                    self.st.waited += 1;
+                }
+                Some(t)
+            }
+            _ => {
+                if wait.is_none() {
+                    thread::sleep(Duration::from_micros(self.rng.gen_range(200..2_000)));
+                }
+                None
+            }
+        }
+    }
+
+    /// Sometimes (15%) an extend; a 0 means the lease had ended.
+    fn maybe_extend(&mut self, op: Op, ttl: u64) {
+        if self.rng.gen_bool(0.15) && self.cl.op(op, self.key, ttl, None) == Res::NotHeld {
+            self.st.expired += 1;
+        }
+    }
+
+    /// A time inside the critical section, from the load's range.
+    fn hold(&mut self) {
+        let hold = self.rng.gen_range(self.load.hold_us.0..=self.load.hold_us.1);
+        if hold > 0 {
+            thread::sleep(Duration::from_micros(hold));
+        }
+    }
+
+    /// A write under `token` to the fenced resource, counted.
+    fn write(&mut self, token: i64) {
+        let res = self.cl.fenced_write(self.tag, token);
+        self.st.count_write(res);
+    }
+
+    /// `holds` releases; a 0 means the lease had ended (and nothing is left to release).
+    fn release(&mut self, op: Op, holds: u32) {
+        for _ in 0..holds {
+            if self.cl.op(op, self.key, 0, None) == Res::NotHeld {
+                self.st.expired += 1;
+                break;
+            }
+        }
+    }
+}
+
+/// Runs a load: `load.clients` threads, each with its own client named `{name}{c}` and a
+/// random source seeded from `seed` and `salt`, running `cycle` until it has completed
+/// `load.cycles` (`cycle` answers whether it completed one) or the time limit.
+#[allow(clippy::too_many_arguments)]
+fn run_load(
+    s: &Server,
+    rec: &Recorder,
+    key: &str,
+    tag: &str,
+    load: Load,
+    seed: u64,
+    salt: u64,
+    name: &'static str,
+    cycle: impl Fn(&mut Cycle) -> bool + Copy + Send + 'static,
+) -> Stats {
     let stop = Stop::after(load.limit);
     let mut handles = vec![];
     for c in 0..load.clients {
         let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
         let port = s.port;
         handles.push(thread::spawn(move || {
-            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 1) * 0x9e37_79b9);
-            let mut cl = Client::new(port, format!("m{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
+            let mut rng = StdRng::seed_from_u64(seed ^ ((c as u64 + salt) * 0x9e37_79b9));
+            let mut cl = Client::new(port, format!("{name}{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
             let mut st = Stats::default();
             while st.cycles < load.cycles && !stop.stopped() {
-                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
-                // Mostly blocking acquires; sometimes a single try, retried after a pause.
-                let wait = if rng.gen_bool(0.8) { Some(load.wait_ms) } else { None };
-                let token = match cl.op(Op::Acquire, &key, ttl, wait) {
-                    Res::Granted(t) => t,
-                    _ => {
-                        if wait.is_none() {
-                            thread::sleep(Duration::from_micros(rng.gen_range(200..2_000)));
-                        }
-                        continue;
-                    }
-                };
-                st.grants += 1;
-                let mut holds = 1;
-                if rng.gen_bool(0.15) {
-                    match cl.op(Op::Acquire, &key, ttl, None) {
-                        Res::Granted(t) if t == token => {
-                            holds += 1;
-                            st.reentries += 1;
-                        }
-                        _ => {}
-                    }
+                let mut cy = Cycle { cl: &mut cl, rng: &mut rng, st: &mut st, key: &key, tag: &tag, load };
+                if cycle(&mut cy) {
+                    st.cycles += 1;
                 }
-                if rng.gen_bool(0.15) && cl.op(Op::Extend, &key, ttl, None) == Res::NotHeld {
-                    st.expired += 1;
-                }
-                let hold = rng.gen_range(load.hold_us.0..=load.hold_us.1);
-                if hold > 0 {
-                    thread::sleep(Duration::from_micros(hold));
-                }
-                if rng.gen_bool(0.7) {
-                    match cl.fenced_write(&tag, token) {
-                        Res::Ok => st.accepted_writes += 1,
-                        r if stale(&r) => st.stale_writes += 1,
-                        _ => {}
-                    }
-                }
-                for _ in 0..holds {
-                    if cl.op(Op::Release, &key, 0, None) == Res::NotHeld {
-                        st.expired += 1;
-                        break;
-                    }
-                }
-                st.cycles += 1;
             }
             st.unknowns = cl.unknowns as u64;
             (st, cl.errors)
@@ -273,94 +343,84 @@ fn mutex_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed
     collect(handles)
 }
 
+/// Runs the mutex load: `clients` threads, `cycles` each.
+fn mutex_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u64) -> Stats {
+    run_load(s, rec, key, tag, load, seed, 1, "m", |cy| {
+        let ttl = cy.ttl();
+        let Some(token) = cy.acquire(Op::Acquire, ttl) else { return false };
+        let mut holds = 1;
+        if cy.rng.gen_bool(0.15) {
+            match cy.cl.op(Op::Acquire, cy.key, ttl, None) {
+                Res::Granted(t) if t == token => {
+                    holds += 1;
+                    cy.st.reentries += 1;
+                }
+                _ => {}
+            }
+        }
+        cy.maybe_extend(Op::Extend, ttl);
+        cy.hold();
+        if cy.rng.gen_bool(0.7) {
+            cy.write(token);
+        }
+        cy.release(Op::Release, holds);
+        true
+    })
+}
+
 /// Runs the read-write load: mostly readers, some writers, upgrades and downgrades.
 fn rw_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u64) -> Stats {
-    let stop = Stop::after(load.limit);
-    let mut handles = vec![];
-    for c in 0..load.clients {
-        let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
-        let port = s.port;
-        handles.push(thread::spawn(move || {
-            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 101) * 0x9e37_79b9);
-            let mut cl = Client::new(port, format!("rw{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
-            let mut st = Stats::default();
-            while st.cycles < load.cycles && !stop.stopped() {
-                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
-                let hold = Duration::from_micros(rng.gen_range(load.hold_us.0..=load.hold_us.1));
-                if rng.gen_bool(0.2) {
-                    // Writer: write, maybe downgrade, release.
-                    let token = match cl.op(Op::WLock, &key, ttl, Some(load.wait_ms)) {
-                        Res::Granted(t) => t,
-                        _ => continue,
-                    };
-                    st.grants += 1;
-                    match cl.fenced_write(&tag, token) {
-                        Res::Ok => st.accepted_writes += 1,
-                        r if stale(&r) => st.stale_writes += 1,
-                        _ => {}
-                    }
-                    thread::sleep(hold);
-                    let downgrade = rng.gen_bool(0.3) && matches!(cl.op(Op::RLock, &key, ttl, None), Res::Granted(_));
-                    if downgrade {
-                        st.downgrades += 1;
-                    }
-                    if cl.op(Op::WUnlock, &key, 0, None) == Res::NotHeld {
-                        st.expired += 1;
-                    }
-                    if downgrade {
-                        thread::sleep(hold);
-                        if cl.op(Op::RUnlock, &key, 0, None) == Res::NotHeld {
-                            st.expired += 1;
-                        }
-                    }
-                } else {
-                    // Reader: maybe reenter, extend or try to upgrade.
-                    let token = match cl.op(Op::RLock, &key, ttl, Some(load.wait_ms)) {
-                        Res::Granted(t) => t,
-                        _ => continue,
-                    };
-                    st.grants += 1;
-                    let mut holds = 1;
-                    if rng.gen_bool(0.15) {
-                        // (A new token when the lease had just ended: the checker judges.)
-                        if cl.op(Op::RLock, &key, ttl, None) == Res::Granted(token) {
-                            holds += 1;
-                            st.reentries += 1;
-                        }
-                    }
-                    if rng.gen_bool(0.15) && cl.op(Op::RwExtend, &key, ttl, None) == Res::NotHeld {
-                        st.expired += 1;
-                    }
-                    thread::sleep(hold);
-                    if rng.gen_bool(0.1) {
-                        // Upgrade only if sole reader (a single try: two waiting upgraders
-                        // would wait for each other).
-                        if let Res::Granted(wt) = cl.op(Op::WLock, &key, ttl, None) {
-                            st.upgrades += 1;
-                            match cl.fenced_write(&tag, wt) {
-                                Res::Ok => st.accepted_writes += 1,
-                                r if stale(&r) => st.stale_writes += 1,
-                                _ => {}
-                            }
-                            if cl.op(Op::WUnlock, &key, 0, None) == Res::NotHeld {
-                                st.expired += 1;
-                            }
-                        }
-                    }
-                    for _ in 0..holds {
-                        if cl.op(Op::RUnlock, &key, 0, None) == Res::NotHeld {
-                            st.expired += 1;
-                            break;
-                        }
-                    }
-                }
-                st.cycles += 1;
+    run_load(s, rec, key, tag, load, seed, 101, "rw", |cy| {
+        let ttl = cy.ttl();
+        let hold = Duration::from_micros(cy.rng.gen_range(cy.load.hold_us.0..=cy.load.hold_us.1));
+        if cy.rng.gen_bool(0.2) {
+            // Writer: write, maybe downgrade, release.
+            let token = match cy.cl.op(Op::WLock, cy.key, ttl, Some(cy.load.wait_ms)) {
+                Res::Granted(t) => t,
+                _ => return false,
+            };
+            cy.st.grants += 1;
+            cy.write(token);
+            thread::sleep(hold);
+            let downgrade = cy.rng.gen_bool(0.3) && matches!(cy.cl.op(Op::RLock, cy.key, ttl, None), Res::Granted(_));
+            if downgrade {
+                cy.st.downgrades += 1;
             }
-            st.unknowns = cl.unknowns as u64;
-            (st, cl.errors)
-        }));
-    }
-    collect(handles)
+            cy.release(Op::WUnlock, 1);
+            if downgrade {
+                thread::sleep(hold);
+                cy.release(Op::RUnlock, 1);
+            }
+        } else {
+            // Reader: maybe reenter, extend or try to upgrade.
+            let token = match cy.cl.op(Op::RLock, cy.key, ttl, Some(cy.load.wait_ms)) {
+                Res::Granted(t) => t,
+                _ => return false,
+            };
+            cy.st.grants += 1;
+            let mut holds = 1;
+            if cy.rng.gen_bool(0.15) {
+                // (A new token when the lease had just ended: the checker judges.)
+                if cy.cl.op(Op::RLock, cy.key, ttl, None) == Res::Granted(token) {
+                    holds += 1;
+                    cy.st.reentries += 1;
+                }
+            }
+            cy.maybe_extend(Op::RwExtend, ttl);
+            thread::sleep(hold);
+            if cy.rng.gen_bool(0.1) {
+                // Upgrade only if sole reader (a single try: two waiting upgraders
+                // would wait for each other).
+                if let Res::Granted(wt) = cy.cl.op(Op::WLock, cy.key, ttl, None) {
+                    cy.st.upgrades += 1;
+                    cy.write(wt);
+                    cy.release(Op::WUnlock, 1);
+                }
+            }
+            cy.release(Op::RUnlock, holds);
+        }
+        true
+    })
 }
 
 /// Runs the semaphore load: `clients` threads take random COUNTs of a semaphore of `limit`
@@ -368,76 +428,34 @@ fn rw_load(s: &Server, rec: &Recorder, key: &str, tag: &str, load: Load, seed: u
 /// reentries and extends. A holder of the whole limit holds alone, so it writes to the
 /// fenced resource with its token: tokens of such holders rise with their grants.
 fn sem_load(s: &Server, rec: &Recorder, key: &str, tag: &str, limit: u64, load: Load, seed: u64) -> Stats {
-    let stop = Stop::after(load.limit);
-    let mut handles = vec![];
-    for c in 0..load.clients {
-        let (rec, stop, key, tag) = (rec.clone(), stop.clone(), key.to_string(), tag.to_string());
-        let port = s.port;
-        handles.push(thread::spawn(move || {
-            let mut rng = StdRng::seed_from_u64(seed ^ (c as u64 + 201) * 0x9e37_79b9);
-            let mut cl = Client::new(port, format!("s{c}"), rec, Duration::from_millis(load.wait_ms + 15_000));
-            let mut st = Stats::default();
-            while st.cycles < load.cycles && !stop.stopped() {
-                let ttl = rng.gen_range(load.ttl.0..=load.ttl.1);
-                let permits = match rng.gen_range(0..20) {
-                    0..=9 => 1,
-                    10..=15 => 2.min(limit),
-                    16..=17 => rng.gen_range(1..=limit),
-                    _ => limit,
-                };
-                let acquire = Op::sem(limit, permits);
-                let wait = if rng.gen_bool(0.8) { Some(load.wait_ms) } else { None };
-                let asked = std::time::Instant::now();
-                let token = match cl.op(acquire, &key, ttl, wait) {
-                    Res::Granted(t) => t,
-                    _ => {
-                        if wait.is_none() {
-                            thread::sleep(Duration::from_micros(rng.gen_range(200..2_000)));
-                        }
-                        continue;
-                    }
-                };
-                st.grants += 1;
-                if wait.is_some() && asked.elapsed() >= Duration::from_millis(5) {
-                    st.waited += 1;
-                }
-                let mut holds = 1;
-                if rng.gen_bool(0.15) {
-                    // A reentry: same COUNT, one more hold, same token (the checker judges
-                    // a new one; a hold that had just ended is granted afresh).
-                    if let Res::Granted(t) = cl.op(acquire, &key, ttl, None) {
-                        holds += 1;
-                        st.reentries += u64::from(t == token);
-                    }
-                }
-                if rng.gen_bool(0.15) && cl.op(Op::SemExtend, &key, ttl, None) == Res::NotHeld {
-                    st.expired += 1;
-                }
-                let hold = rng.gen_range(load.hold_us.0..=load.hold_us.1);
-                if hold > 0 {
-                    thread::sleep(Duration::from_micros(hold));
-                }
-                if permits == limit {
-                    st.whole += 1;
-                    match cl.fenced_write(&tag, token) {
-                        Res::Ok => st.accepted_writes += 1,
-                        r if stale(&r) => st.stale_writes += 1,
-                        _ => {}
-                    }
-                }
-                for _ in 0..holds {
-                    if cl.op(Op::SemRelease, &key, 0, None) == Res::NotHeld {
-                        st.expired += 1;
-                        break;
-                    }
-                }
-                st.cycles += 1;
+    run_load(s, rec, key, tag, load, seed, 201, "s", move |cy| {
+        let ttl = cy.ttl();
+        let permits = match cy.rng.gen_range(0..20) {
+            0..=9 => 1,
+            10..=15 => 2.min(limit),
+            16..=17 => cy.rng.gen_range(1..=limit),
+            _ => limit,
+        };
+        let acquire = Op::sem(limit, permits);
+        let Some(token) = cy.acquire(acquire, ttl) else { return false };
+        let mut holds = 1;
+        if cy.rng.gen_bool(0.15) {
+            // A reentry: same COUNT, one more hold, same token (the checker judges
+            // a new one; a hold that had just ended is granted afresh).
+            if let Res::Granted(t) = cy.cl.op(acquire, cy.key, ttl, None) {
+                holds += 1;
+                cy.st.reentries += u64::from(t == token);
             }
-            st.unknowns = cl.unknowns as u64;
-            (st, cl.errors)
-        }));
-    }
-    collect(handles)
+        }
+        cy.maybe_extend(Op::SemExtend, ttl);
+        cy.hold();
+        if permits == limit {
+            cy.st.whole += 1;
+            cy.write(token);
+        }
+        cy.release(Op::SemRelease, holds);
+        true
+    })
 }
 
 fn collect(handles: Vec<thread::JoinHandle<(Stats, Vec<String>)>>) -> Stats {
@@ -482,29 +500,33 @@ fn verify(s: &mut Server, rec: &Recorder, tag: &str, what: &str) {
     s.assert_alive();
 }
 
-fn report(what: &str, st: &Stats, elapsed: Duration) {
-    eprintln!("{what}: {st:?} in {elapsed:?}");
+/// A test's seed (named after it), its server and its recorder.
+fn setup(test: &str) -> (u64, Server, Recorder) {
+    (support::seed::seed(test), Server::new(), Recorder::with_base(chaos::epoch()))
+}
+
+/// Runs one load and reports its stats and how long it took.
+fn timed(what: &str, load: impl FnOnce() -> Stats) -> Stats {
+    let t = std::time::Instant::now();
+    let st = load();
+    eprintln!("{what}: {st:?} in {:?}", t.elapsed());
+    st
+}
+
+/// Every client ran all its cycles.
+#[track_caller]
+fn assert_finished(st: &Stats, load: &Load) {
+    assert_eq!(st.cycles, load.clients as u64 * load.cycles, "the load did not finish in time: {st:?}");
 }
 
 #[test]
 fn contention_50_clients_on_one_mutex() {
-    let seed = support::seed::seed("contention_50_clients_on_one_mutex");
-    let mut s = Server::new();
-    let rec = Recorder::with_base(chaos::epoch());
+    let (seed, mut s, rec) = setup("contention_50_clients_on_one_mutex");
 
     // Leases far longer than any critical section.
-    let long = Load {
-        clients: 50,
-        cycles: scale(30, 200),
-        ttl: (2_000, 5_000),
-        hold_us: (0, 500),
-        wait_ms: 10_000,
-        limit: Duration::from_secs(scale(60, 240)),
-    };
-    let t = std::time::Instant::now();
-    let st = mutex_load(&s, &rec, "mutex", "mf", long, seed);
-    report("mutex, long leases", &st, t.elapsed());
-    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    let long = Load::new(50, (30, 200), (2_000, 5_000), (0, 500));
+    let st = timed("mutex, long leases", || mutex_load(&s, &rec, "mutex", "mf", long, seed));
+    assert_finished(&st, &long);
     assert!(st.grants >= st.cycles && st.reentries > 0 && st.accepted_writes > 0, "{st:?}");
     assert_eq!(st.expired, 0, "a lease of seconds ended inside a critical section of < 1 ms: {st:?}");
     assert_eq!(st.stale_writes, 0, "a holder's fenced write was refused with no lease ended: {st:?}");
@@ -515,43 +537,21 @@ fn contention_50_clients_on_one_mutex() {
 
 #[test]
 fn contention_50_clients_on_one_mutex_with_leases_ending_mid_section() {
-    let seed = support::seed::seed("contention_50_clients_on_one_mutex_with_leases_ending_mid_section");
-    let mut s = Server::new();
-    let rec = Recorder::with_base(chaos::epoch());
+    let (seed, mut s, rec) = setup("contention_50_clients_on_one_mutex_with_leases_ending_mid_section");
     // Leases of 3..25 ms and sections of up to 20 ms: some leases end inside.
-    let short = Load {
-        clients: 50,
-        cycles: scale(6, 50),
-        ttl: (3, 25),
-        hold_us: (0, 20_000),
-        wait_ms: 10_000,
-        limit: Duration::from_secs(scale(60, 240)),
-    };
-    let t = std::time::Instant::now();
-    let st = mutex_load(&s, &rec, "mutex", "mf", short, seed);
-    report("mutex, short leases", &st, t.elapsed());
-    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    let short = Load::new(50, (6, 50), (3, 25), (0, 20_000));
+    let st = timed("mutex, short leases", || mutex_load(&s, &rec, "mutex", "mf", short, seed));
+    assert_finished(&st, &short);
     assert!(st.expired > 0, "no lease ended inside a critical section, the phase tested nothing: {st:?}");
     verify(&mut s, &rec, "mf", "mutex, short leases");
 }
 
 #[test]
 fn contention_50_clients_mixed_readers_and_writers() {
-    let seed = support::seed::seed("contention_50_clients_mixed_readers_and_writers");
-    let mut s = Server::new();
-    let rec = Recorder::with_base(chaos::epoch());
-    let long = Load {
-        clients: 50,
-        cycles: scale(30, 200),
-        ttl: (2_000, 5_000),
-        hold_us: (0, 1_000),
-        wait_ms: 10_000,
-        limit: Duration::from_secs(scale(60, 240)),
-    };
-    let t = std::time::Instant::now();
-    let st = rw_load(&s, &rec, "rw", "rwf", long, seed);
-    report("rwlock, long leases", &st, t.elapsed());
-    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    let (seed, mut s, rec) = setup("contention_50_clients_mixed_readers_and_writers");
+    let long = Load::new(50, (30, 200), (2_000, 5_000), (0, 1_000));
+    let st = timed("rwlock, long leases", || rw_load(&s, &rec, "rw", "rwf", long, seed));
+    assert_finished(&st, &long);
     assert!(st.accepted_writes > 0 && st.reentries > 0 && st.downgrades > 0, "{st:?}");
     assert_eq!(st.expired, 0, "a lease of seconds ended inside a short section: {st:?}");
     assert_eq!(st.stale_writes, 0, "{st:?}");
@@ -565,67 +565,62 @@ fn contention_50_clients_mixed_readers_and_writers() {
     // Then with leases that end mid-section.
     let short = Load { cycles: scale(6, 50), ttl: (3, 25), hold_us: (0, 15_000), ..long };
     let rec2 = Recorder::with_base(chaos::epoch());
-    let t = std::time::Instant::now();
-    let st = rw_load(&s, &rec2, "rw2", "rwf2", short, seed.wrapping_add(1));
-    report("rwlock, short leases", &st, t.elapsed());
-    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    let st = timed("rwlock, short leases", || rw_load(&s, &rec2, "rw2", "rwf2", short, seed.wrapping_add(1)));
+    assert_finished(&st, &short);
     assert!(st.expired > 0, "no lease ended inside a section: {st:?}");
     verify(&mut s, &rec2, "rwf2", "rwlock, short leases");
 }
 
-/// True when two read grants of different owners were both answered before either
-/// owner's unlock was sent (so both surely held at once).
-fn shared_reads(events: &[history::Event]) -> bool {
+/// The holds of `key` that surely existed, as (start, end, permits): each from its grant's
+/// answer (`grant` gives the permits of an acquire op, None for any other op) to its
+/// owner's next `release` being sent.
+fn sure_holds(events: &[history::Event], key: &str, grant: impl Fn(Op) -> Option<u64>, release: Op) -> Vec<(Duration, Duration, u64)> {
     let mut by_owner: std::collections::HashMap<&str, Vec<&history::Event>> = Default::default();
-    for e in events.iter().filter(|e| e.key == "rw") {
+    for e in events.iter().filter(|e| e.key == key) {
         by_owner.entry(e.owner.as_str()).or_default().push(e);
     }
-    // Each owner's read holds as [grant complete, next RUNLOCK invoke).
-    let mut holds: Vec<(Duration, Duration)> = vec![];
-    for evs in by_owner.values() {
+    let mut holds = vec![];
+    for evs in by_owner.values_mut() {
+        evs.sort_by_key(|e| e.invoke);
         let mut start = None;
-        for e in evs {
-            match (e.op, &e.res) {
-                (Op::RLock, Res::Granted(_)) if start.is_none() => start = Some(e.complete),
-                (Op::RUnlock, _) => {
-                    if let Some(st) = start.take() {
-                        holds.push((st, e.invoke));
+        for e in evs.iter() {
+            match (grant(e.op), &e.res) {
+                (Some(permits), Res::Granted(_)) if start.is_none() => start = Some((e.complete, permits)),
+                _ if e.op == release => {
+                    if let Some((st, p)) = start.take() {
+                        holds.push((st, e.invoke, p));
                     }
                 }
                 _ => {}
             }
         }
     }
+    holds
+}
+
+/// True when two read grants of different owners were both answered before either
+/// owner's unlock was sent (so both surely held at once).
+fn shared_reads(events: &[history::Event]) -> bool {
+    let mut holds = sure_holds(events, "rw", |op| (op == Op::RLock).then_some(1), Op::RUnlock);
     holds.sort();
     holds.windows(2).any(|w| w[1].0 < w[0].1)
 }
 
 /// The semaphore load's leases and sizes: 50 clients (100 under `CHAOS_FULL=1`).
 fn sem_load_size(cycles: (u64, u64), ttl: (u64, u64), hold_us: (u64, u64)) -> Load {
-    Load {
-        clients: scale(50, 100),
-        cycles: scale(cycles.0, cycles.1),
-        ttl,
-        hold_us,
-        wait_ms: 10_000,
-        limit: Duration::from_secs(scale(60, 240)),
-    }
+    Load::new(scale(50, 100), cycles, ttl, hold_us)
 }
 
 const SEM_LIMIT: u64 = 3;
 
 #[test]
 fn contention_50_clients_on_one_semaphore() {
-    let seed = support::seed::seed("contention_50_clients_on_one_semaphore");
-    let mut s = Server::new();
-    let rec = Recorder::with_base(chaos::epoch());
+    let (seed, mut s, rec) = setup("contention_50_clients_on_one_semaphore");
     // Leases far longer than any critical section.
     let long = sem_load_size((30, 200), (2_000, 5_000), (0, 1_000));
-    let t = std::time::Instant::now();
-    let st = sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, long, seed);
-    report("semaphore, long leases", &st, t.elapsed());
+    let st = timed("semaphore, long leases", || sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, long, seed));
     verify(&mut s, &rec, "sf", "semaphore, long leases");
-    assert_eq!(st.cycles, long.clients as u64 * long.cycles, "the load did not finish in time: {st:?}");
+    assert_finished(&st, &long);
     assert!(st.grants >= st.cycles && st.reentries > 0 && st.waited > 0 && st.accepted_writes > 0, "{st:?}");
     assert_eq!(st.expired, 0, "a lease of seconds ended inside a critical section of < 1 ms: {st:?}");
     // A holder of every permit holds alone: every token written before its was granted
@@ -644,16 +639,12 @@ fn contention_50_clients_on_one_semaphore() {
 
 #[test]
 fn contention_50_clients_on_one_semaphore_with_leases_ending_mid_section() {
-    let seed = support::seed::seed("contention_50_clients_on_one_semaphore_with_leases_ending_mid_section");
-    let mut s = Server::new();
-    let rec = Recorder::with_base(chaos::epoch());
+    let (seed, mut s, rec) = setup("contention_50_clients_on_one_semaphore_with_leases_ending_mid_section");
     // Leases of 3..25 ms and sections of up to 15 ms: some leases end inside.
     let short = sem_load_size((6, 50), (3, 25), (0, 15_000));
-    let t = std::time::Instant::now();
-    let st = sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, short, seed);
-    report("semaphore, short leases", &st, t.elapsed());
+    let st = timed("semaphore, short leases", || sem_load(&s, &rec, "sem", "sf", SEM_LIMIT, short, seed));
     verify(&mut s, &rec, "sf", "semaphore, short leases");
-    assert_eq!(st.cycles, short.clients as u64 * short.cycles, "the load did not finish in time: {st:?}");
+    assert_finished(&st, &short);
     assert!(st.expired > 0, "no lease ended inside a critical section, the phase tested nothing: {st:?}");
 }
 
@@ -661,26 +652,11 @@ fn contention_50_clients_on_one_semaphore_with_leases_ending_mid_section() {
 /// hold from its grant's answer to its owner's next release being sent (leases of seconds
 /// do not end sooner).
 fn sure_sharing(events: &[history::Event], key: &str) -> (usize, u64) {
-    let mut by_owner: std::collections::HashMap<&str, Vec<&history::Event>> = Default::default();
-    for e in events.iter().filter(|e| e.key == key) {
-        by_owner.entry(e.owner.as_str()).or_default().push(e);
-    }
-    let mut holds: Vec<(Duration, Duration, u64)> = vec![];
-    for evs in by_owner.values_mut() {
-        evs.sort_by_key(|e| e.invoke);
-        let mut start = None;
-        for e in evs.iter() {
-            match (e.op, &e.res) {
-                (Op::SemAcquire { permits, .. }, Res::Granted(_)) if start.is_none() => start = Some((e.complete, permits)),
-                (Op::SemRelease, _) => {
-                    if let Some((st, p)) = start.take() {
-                        holds.push((st, e.invoke, p));
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
+    let permits_of = |op| match op {
+        Op::SemAcquire { permits, .. } => Some(permits),
+        _ => None,
+    };
+    let holds = sure_holds(events, key, permits_of, Op::SemRelease);
     let (mut most_holders, mut most_permits) = (0, 0);
     for &(t, _, _) in &holds {
         let at: Vec<&(Duration, Duration, u64)> = holds.iter().filter(|h| h.0 <= t && t < h.1).collect();
@@ -700,7 +676,7 @@ fn checker_bites(events: &[history::Event], key: &str, limit: u64) {
         .filter(|g| g.key == key && matches!(g.res, Res::Granted(_)))
         .find(|g| {
             let next = events.iter().filter(|e| e.owner == g.owner && e.invoke >= g.complete).map(|e| e.invoke).min();
-            next.map_or(true, |n| n > g.complete + micros(500))
+            next.is_none_or(|n| n > g.complete + micros(500))
         })
         .expect("a grant whose owner paused after it");
     let mut bad = events.to_vec();

@@ -168,7 +168,7 @@ fn promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters() {
             filled += 1;
         }
         let missed = run_load(master.port, &format!("cut{round}"), threads, cut_off_load, &rec, seed);
-        let mut last_fences = vec![0i64; FENCES];
+        let mut last_fences = [0i64; FENCES];
         for g in &missed {
             if let Some(n) = g.key.strip_prefix('f') {
                 let n: usize = n.parse().unwrap();

@@ -92,7 +92,7 @@ fn restored_dump_behaves_like_the_original() {
     let r = c.call(&[b"RESTORE".as_slice(), b"src:fence:copy", b"0", &f.raw], t.hang).unwrap();
     assert_eq!(r, Reply::Simple("OK".into()));
     assert_eq!(must(&mut c, &["FENCE.CURRENT", "src:fence"]), must(&mut c, &["FENCE.CURRENT", "src:fence:copy"]));
-    let cur = (&must(&mut c, &["FENCE.CURRENT", "src:fence:copy"])).int().unwrap();
+    let cur = must(&mut c, &["FENCE.CURRENT", "src:fence:copy"]).int().unwrap();
     assert!(matches!(must(&mut c, &["FENCE.NEXT", "src:fence:copy"]), Reply::Int(t) if t > cur));
     assert_eq!(
         must(&mut c, &["FENCE.CHECK", "src:fence:copy", &(cur - 1).to_string()]).errors().len(),
@@ -102,7 +102,7 @@ fn restored_dump_behaves_like_the_original() {
 
     // The restored mutex works like the original: others are refused, the holder reenters
     // with its token, and three releases free it (two holds restored, one taken).
-    let token = (&(&must(&mut c, &["LOCK.INFO", "src:mutex:copy"])).fields().unwrap()["token"]).int().unwrap();
+    let token = must(&mut c, &["LOCK.INFO", "src:mutex:copy"]).fields().unwrap()["token"].int().unwrap();
     assert_eq!(must(&mut c, &["LOCK.ACQUIRE", "src:mutex:copy", "bob", "1000"]), Reply::Nil);
     assert_eq!(must(&mut c, &["LOCK.ACQUIRE", "src:mutex:copy", "alice", "600000"]), Reply::Int(token));
     for _ in 0..3 {
@@ -125,7 +125,7 @@ fn restored_dump_behaves_like_the_original() {
     let payload = m.build(7, m.module_id, &fields, true);
     let r = o.call(&[b"RESTORE".as_slice(), b"ahead", b"0", &payload], t.hang).unwrap();
     assert_eq!(r, Reply::Simple("OK".into()), "RESTORE of a mutex with a token one hour ahead");
-    let next = (&must(&mut o, &["FENCE.NEXT", "unrelated"])).int().unwrap();
+    let next = must(&mut o, &["FENCE.NEXT", "unrelated"]).int().unwrap();
     assert!(
         next > ahead,
         "FENCE.NEXT gave {next} after restoring token {ahead}: RESTORE did not raise the token floor"
@@ -256,7 +256,7 @@ fn restored_semaphore_behaves_like_the_original() {
     let payload = all.build(7, all.module_id, &fields, true);
     let r = o.call(&[b"RESTORE".as_slice(), b"ahead", b"0", &payload], t.hang).unwrap();
     assert_eq!(r, Reply::Simple("OK".into()), "RESTORE of a semaphore with a token one hour ahead");
-    let next = (&must(&mut o, &["SEM.ACQUIRE", "unrelated", "o", "1", "1000"])).int().unwrap();
+    let next = must(&mut o, &["SEM.ACQUIRE", "unrelated", "o", "1", "1000"]).int().unwrap();
     assert!(next > ahead, "SEM.ACQUIRE gave {next} after restoring token {ahead}: RESTORE did not raise the token floor");
     assert!(server.is_alive() && other.is_alive());
 }

@@ -985,7 +985,7 @@ fn randomized_histories_with_one_planted_fault_are_caught() {
                 return false;
             }
             let next = h.iter().filter(|e| e.owner == h[g].owner && e.invoke > h[g].invoke).map(|e| e.invoke).min();
-            h[g].invoke + ms(h[g].ttl_ms) > h[g].complete + ms(6) && next.map_or(true, |n| n > h[g].complete + ms(4))
+            h[g].invoke + ms(h[g].ttl_ms) > h[g].complete + ms(6) && next.is_none_or(|n| n > h[g].complete + ms(4))
         });
         if let Some(g) = victim {
             let mut bad = h.clone();
@@ -1285,7 +1285,7 @@ fn randomized_semaphore_histories_with_one_planted_fault_are_caught() {
         let lasting = |g: usize| {
             exact(g)
                 && h[g].invoke + ms(h[g].ttl_ms) > h[g].complete + ms(6)
-                && next(g).map_or(true, |(_, n)| n.invoke > h[g].complete + ms(4))
+                && next(g).is_none_or(|(_, n)| n.invoke > h[g].complete + ms(4))
         };
         let caught_as = |bad: &[Event], k: V, what: &str| {
             let v = check(bad);

@@ -179,10 +179,7 @@ fn debug_reload_with_waiters_keeps_them_waiting_in_order() {
     let s = Server::new();
     let mut c = s.conn();
     let tw = wgrant(&mut c, "rw", "w", LONG_TTL);
-    let mut r = Waiter::acquire(&s, "RWLOCK.RLOCK", "rw", "r", LONG_TTL, 0);
-    await_waiters(&mut c, "rw", 1);
-    let mut x = Waiter::acquire(&s, "RWLOCK.WLOCK", "rw", "x", LONG_TTL, 0);
-    await_waiters(&mut c, "rw", 2);
+    let (mut r, mut x) = queue_reader_then_writer(&s, &mut c);
     ok(&mut c, &["DEBUG", "RELOAD"]);
     // Still written by w, both still wait.
     let i = rw_held(&mut c, "rw");

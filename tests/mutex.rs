@@ -223,9 +223,7 @@ fn info_reports_owner_token_ttl_holds_and_waiters() {
     let t = grant(&mut c, "res", "worker-1:4242", 30_000);
     let raw_reply = raws(&mut c, &["LOCK.INFO", "res"]);
     let m = pairs(&raw_reply);
-    let mut fields: Vec<&str> = m.keys().map(String::as_str).collect();
-    fields.sort();
-    assert_eq!(fields, ["holds", "owner", "token", "ttl", "waiters"], "LOCK.INFO fields: {raw_reply:?}");
+    assert_eq!(field_names(&m), ["holds", "owner", "token", "ttl", "waiters"], "LOCK.INFO fields: {raw_reply:?}");
     assert_eq!(m["owner"], Value::BulkString(b"worker-1:4242".to_vec()));
     assert_eq!(m["token"], Value::Int(t));
     assert_eq!(m["holds"], Value::Int(1));
@@ -468,11 +466,7 @@ fn lock_and_fence_keys_refuse_each_others_commands_with_wrongtype() {
 // ---------------------------------------------------------------------------------------
 
 fn lease_ends_by_itself(active_expire: bool) {
-    let s = Server::new();
-    let mut c = s.conn();
-    if !active_expire {
-        ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
-    }
+    let (s, mut c) = server_with_active_expire(active_expire);
     let t = grant(&mut c, "res", "alice", 100);
     assert_eq!(dbsize(&mut c), 1);
     // An observer that never touches the key: DBSIZE does not look keys up.

@@ -336,14 +336,6 @@ fn bad_arguments_answer_errors_and_change_nothing() {
     let mut c = quick_conn(&s);
     sem_grant(&mut c, "held", "h", 3, 2, 100_000);
     let before = sem_info(&mut c, "held");
-    let expect = |c: &mut redis::Connection, args: &[&str], want: Option<&str>| {
-        let started = Instant::now();
-        let e = err(c, args);
-        if let Some(want) = want {
-            assert_eq!(e, want, "{args:?}");
-        }
-        assert!(started.elapsed() < Duration::from_secs(2), "{args:?} blocked for {:?}", started.elapsed());
-    };
     let targets = [("free", "x"), ("held", "h"), ("held", "x")];
     // Options that must not hide an error in front of them.
     let tails: [&[&str]; 4] = [&[], &["WAIT", "0"], &["COUNT", "1"], &["COUNT", "1", "WAIT", "0"]];
@@ -352,15 +344,15 @@ fn bad_arguments_answer_errors_and_change_nothing() {
             for tail in tails {
                 let mut args = vec!["SEM.ACQUIRE", key, owner, limit, "1000"];
                 args.extend_from_slice(tail);
-                expect(&mut c, &args, Some(BAD_LIMIT));
+                assert_err_at_once(&mut c, &args, Some(BAD_LIMIT));
             }
         }
     }
     for count in BAD_COUNTS {
         for (key, owner) in targets {
-            expect(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", count], Some(BAD_PERMITS));
-            expect(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", count, "WAIT", "0"], Some(BAD_PERMITS));
-            expect(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "WAIT", "0", "COUNT", count], Some(BAD_PERMITS));
+            assert_err_at_once(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", count], Some(BAD_PERMITS));
+            assert_err_at_once(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", count, "WAIT", "0"], Some(BAD_PERMITS));
+            assert_err_at_once(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "WAIT", "0", "COUNT", count], Some(BAD_PERMITS));
         }
     }
     for ttl in BAD_TTLS {
@@ -368,11 +360,11 @@ fn bad_arguments_answer_errors_and_change_nothing() {
             for tail in tails {
                 let mut args = vec!["SEM.ACQUIRE", key, owner, "3", ttl];
                 args.extend_from_slice(tail);
-                expect(&mut c, &args, Some(BAD_TTL));
+                assert_err_at_once(&mut c, &args, Some(BAD_TTL));
             }
         }
         for (key, owner) in [("free", "x"), ("held", "h")] {
-            expect(&mut c, &["SEM.EXTEND", key, owner, ttl], Some(BAD_TTL));
+            assert_err_at_once(&mut c, &["SEM.EXTEND", key, owner, ttl], Some(BAD_TTL));
         }
     }
     // Empty owner.
@@ -380,7 +372,7 @@ fn bad_arguments_answer_errors_and_change_nothing() {
         for tail in tails {
             let mut args = vec!["SEM.ACQUIRE", key, "", "3", "1000"];
             args.extend_from_slice(tail);
-            expect(&mut c, &args, Some(EMPTY_OWNER));
+            assert_err_at_once(&mut c, &args, Some(EMPTY_OWNER));
         }
     }
     for args in [&["SEM.RELEASE", "held", ""][..], &["SEM.EXTEND", "held", "", "1000"]] {
@@ -413,19 +405,19 @@ fn bad_arguments_answer_errors_and_change_nothing() {
         ] {
             let mut args = vec!["SEM.ACQUIRE", key, owner, "3", "1000"];
             args.extend_from_slice(extra);
-            expect(&mut c, &args, Some(SYNTAX));
+            assert_err_at_once(&mut c, &args, Some(SYNTAX));
         }
         // More words than the syntax has room for: a syntax or arity error (the contract
         // names neither), never a change and never a wait.
         for extra in [&["COUNT", "1", "WAIT", "0", "FOO"][..], &["WAIT", "0", "COUNT", "1", "WAIT", "0"]] {
             let mut args = vec!["SEM.ACQUIRE", key, owner, "3", "1000"];
             args.extend_from_slice(extra);
-            expect(&mut c, &args, None);
+            assert_err_at_once(&mut c, &args, None);
         }
         // A bad WAIT timeout: an error (the contract leaves its text open), no blocking.
         for timeout in ["-1", "abc", "1.5", ""] {
-            expect(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "WAIT", timeout], None);
-            expect(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", "1", "WAIT", timeout], None);
+            assert_err_at_once(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "WAIT", timeout], None);
+            assert_err_at_once(&mut c, &["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", "1", "WAIT", timeout], None);
         }
     }
     // Arity: Redis's standard error, naming the command.
@@ -507,10 +499,8 @@ fn wrongtype_both_ways_changes_nothing_and_never_blocks() {
         cases.push(cmd.to_vec());
     }
     for args in &cases {
-        let started = Instant::now();
-        let e = err(&mut c, args);
+        let e = assert_err_at_once(&mut c, args, None);
         assert!(e.starts_with("WRONGTYPE"), "{args:?} answered {e:?}");
-        assert!(started.elapsed() < Duration::from_secs(2), "{args:?} blocked for {:?}", started.elapsed());
     }
     assert_eq!(blocked_clients(&mut c), 0);
     assert_eq!(key_type(&mut c, "sem"), "locksemph");
@@ -574,16 +564,12 @@ fn info_reports_limit_available_holders_and_waiters_and_is_a_map_under_resp3() {
     let t = sem_grant(&mut c, "sem", "worker-1:4242", 5, 2, 30_000);
     let v = raws(&mut c, &["SEM.INFO", "sem"]);
     let m = pairs(&v);
-    let mut fields: Vec<&str> = m.keys().map(String::as_str).collect();
-    fields.sort();
-    assert_eq!(fields, ["available", "holders", "limit", "waiters"], "SEM.INFO fields: {v:?}");
+    assert_eq!(field_names(&m), ["available", "holders", "limit", "waiters"], "SEM.INFO fields: {v:?}");
     assert_eq!((m["limit"].clone(), m["available"].clone(), m["waiters"].clone()), (Value::Int(5), Value::Int(3), Value::Int(0)));
     let Value::Array(hs) = &m["holders"] else { panic!("holders is not an array: {v:?}") };
     assert_eq!(hs.len(), 1);
     let h = pairs(&hs[0]);
-    let mut hf: Vec<&str> = h.keys().map(String::as_str).collect();
-    hf.sort();
-    assert_eq!(hf, ["holds", "owner", "permits", "token", "ttl"], "holder fields: {v:?}");
+    assert_eq!(field_names(&h), ["holds", "owner", "permits", "token", "ttl"], "holder fields: {v:?}");
     assert_eq!(h["owner"], Value::BulkString(b"worker-1:4242".to_vec()));
     assert_eq!((h["permits"].clone(), h["token"].clone(), h["holds"].clone()), (Value::Int(2), Value::Int(t), Value::Int(1)));
     let ttl = value_int(&h["ttl"]).expect("ttl integer");
@@ -613,10 +599,7 @@ fn info_reports_limit_available_holders_and_waiters_and_is_a_map_under_resp3() {
     let mut c3 = s.conn_resp3();
     let t3 = sem_grant(&mut c3, "s3", "alice", 4, 3, LONG_TTL);
     let v = raws(&mut c3, &["SEM.INFO", "s3"]);
-    assert!(matches!(v, Value::Map(_)), "SEM.INFO under RESP3 should be a map, got {v:?}");
-    let m = pairs(&v);
-    let Value::Array(hs) = &m["holders"] else { panic!("holders is not an array: {v:?}") };
-    assert!(matches!(hs[0], Value::Map(_)), "a holder under RESP3 should be a map, got {:?}", hs[0]);
+    assert_info_maps(&v, "SEM.INFO");
     let i = parse_sem_info(&v).unwrap();
     assert_eq!((i.limit, i.available, i.waiters, i.who()), (4, 1, 0, owners(&["alice"])));
     assert_eq!((i.holder("alice").token, i.holder("alice").permits), (t3, 3));
@@ -870,25 +853,21 @@ fn wait_inside_multi_and_scripts_is_a_single_try_that_never_blocks() {
     let t0 = sem_grant(&mut c, "sem", "holder", 2, 2, LONG_TTL);
     // A short read timeout: a transaction or script that blocks fails fast.
     let mut r = Raw::connect(s.port, Duration::from_secs(8)).expect("connect");
-    let queued = Reply::Simple("QUEUED".into());
     for wait in ["5000", "0"] {
-        assert_eq!(r.cmd(&["MULTI"]).unwrap(), Reply::ok());
-        assert_eq!(r.cmd(&["SEM.ACQUIRE", "sem", "bob", "2", "600000", "WAIT", wait]).unwrap(), queued);
-        assert_eq!(r.cmd(&["SEM.ACQUIRE", "free", "bob", "2", "600000", "WAIT", wait, "COUNT", "2"]).unwrap(), queued);
-        let start = Instant::now();
-        let v = r.cmd(&["EXEC"]).unwrap();
-        let took = start.elapsed();
-        let Reply::Array(items) = v else { panic!("EXEC answered {v:?}") };
+        let items = r.exec_at_once(
+            &[
+                &["SEM.ACQUIRE", "sem", "bob", "2", "600000", "WAIT", wait],
+                &["SEM.ACQUIRE", "free", "bob", "2", "600000", "WAIT", wait, "COUNT", "2"],
+            ],
+            &format!("EXEC with WAIT {wait}"),
+        );
         assert_eq!(items[0], Reply::Nil, "WAIT {wait} in MULTI on a full semaphore");
         assert!(matches!(items[1], Reply::Int(t) if t > t0), "WAIT {wait} in MULTI on a free semaphore: {:?}", items[1]);
-        assert!(took < Duration::from_millis(2_500), "EXEC with WAIT {wait} took {took:?}: it blocked");
         assert_eq!(sem_release(&mut c, "free", "bob"), 1);
 
         let script = "return redis.call('SEM.ACQUIRE', KEYS[1], ARGV[1], '2', ARGV[2], 'COUNT', '1', 'WAIT', ARGV[3])";
-        let start = Instant::now();
-        let v = r.cmd(&["EVAL", script, "1", "sem", "bob", "600000", wait]).unwrap();
+        let v = r.cmd_at_once(&["EVAL", script, "1", "sem", "bob", "600000", wait], &format!("EVAL with WAIT {wait}"));
         assert_eq!(v, Reply::Nil, "EVAL with WAIT {wait} on a full semaphore");
-        assert!(start.elapsed() < Duration::from_millis(2_500), "EVAL with WAIT {wait} blocked");
         let v = r.cmd(&["EVAL", script, "1", "free", "bob", "600000", wait]).unwrap();
         assert!(matches!(v, Reply::Int(_)), "EVAL with WAIT {wait} on a free semaphore answered {v:?}");
         assert_eq!(sem_release(&mut c, "free", "bob"), 1);
@@ -897,9 +876,7 @@ fn wait_inside_multi_and_scripts_is_a_single_try_that_never_blocks() {
     let lib = "#!lua name=flsem\nredis.register_function('semacq', function(keys, args) \
                return redis.call('SEM.ACQUIRE', keys[1], args[1], '2', args[2], 'WAIT', args[3]) end)";
     assert_eq!(r.cmd(&["FUNCTION", "LOAD", lib]).unwrap(), Reply::Bulk(b"flsem".to_vec()));
-    let start = Instant::now();
-    assert_eq!(r.cmd(&["FCALL", "semacq", "1", "sem", "bob", "600000", "0"]).unwrap(), Reply::Nil);
-    assert!(start.elapsed() < Duration::from_millis(2_500), "FCALL with WAIT 0 blocked");
+    assert_eq!(r.cmd_at_once(&["FCALL", "semacq", "1", "sem", "bob", "600000", "0"], "FCALL with WAIT 0"), Reply::Nil);
     // Nothing was queued behind the holder: the release leaves nothing.
     let i = sem_held(&mut c, "sem");
     assert_eq!((i.who(), i.waiters), (owners(&["holder"]), 0));
@@ -1032,11 +1009,7 @@ fn handoff_by_release_grants_a_fresh_token_and_a_lease_counted_from_the_grant() 
 /// A holder with a short lease and waiters; no client touches the key until they
 /// answer (queueing is awaited through `INFO clients`).
 fn handoff_by_lease_end(active_expire: bool) {
-    let s = Server::new();
-    let mut c = s.conn();
-    if !active_expire {
-        ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
-    }
+    let (s, mut c) = server_with_active_expire(active_expire);
     const LEASE: i64 = 400;
     let granted_at = Instant::now();
     let t0 = sem_grant(&mut c, "sem", "holder", 3, 3, LEASE);
@@ -1046,9 +1019,7 @@ fn handoff_by_lease_end(active_expire: bool) {
     await_blocked(&mut c, 2);
     let t1 = w1.granted();
     let t2 = w2.granted();
-    let took = granted_at.elapsed();
-    assert!(took >= Duration::from_millis(LEASE as u64 - 5), "granted after {took:?}, before the {LEASE} ms lease ended");
-    assert!(took < Duration::from_secs(5), "lease end took {took:?} to hand the permits over");
+    assert_handed_over_at_lease_end(granted_at, LEASE, "the permits");
     assert!(t0 < t1 && t1 < t2, "tokens {t0}, {t1}, {t2} after lease end");
     let i = sem_held(&mut c, "sem");
     assert_eq!((i.who(), i.available, i.waiters), (owners(&["w1", "w2"]), 0, 0));
@@ -1341,33 +1312,19 @@ fn contending_threads_never_hold_more_than_the_limit() {
     const ROUNDS: usize = 10;
     let in_use = Arc::new(AtomicI64::new(0));
     let tokens = Arc::new(Mutex::new(Vec::new()));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|n| {
-            let mut con = s.conn();
-            let (in_use, tokens) = (in_use.clone(), tokens.clone());
-            std::thread::spawn(move || {
-                let owner = format!("t{n}");
-                let permits = 1 + (n as i64 % 2);
-                for _ in 0..ROUNDS {
-                    let v = raws(
-                        &mut con,
-                        &["SEM.ACQUIRE", "sem", &owner, &LIMIT.to_string(), "600000", "COUNT", &permits.to_string(), "WAIT", "0"],
-                    );
-                    let Value::Int(t) = v else { panic!("{owner}: WAIT 0 answered {v:?}") };
-                    let now = in_use.fetch_add(permits, Ordering::SeqCst) + permits;
-                    assert!(now <= LIMIT, "{owner} was granted {permits} while {} were in use", now - permits);
-                    let i = sem_held(&mut con, "sem");
-                    assert_eq!((i.holder(&owner).token, i.holder(&owner).permits), (t, permits));
-                    tokens.lock().unwrap().push(t);
-                    in_use.fetch_sub(permits, Ordering::SeqCst);
-                    assert_eq!(sem_release(&mut con, "sem", &owner), 1);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().expect("a contending thread failed");
-    }
+    let granted = tokens.clone();
+    contend(&s, THREADS, ROUNDS, move |con, n, owner| {
+        let permits = 1 + (n as i64 % 2);
+        let v = raws(con, &["SEM.ACQUIRE", "sem", owner, &LIMIT.to_string(), "600000", "COUNT", &permits.to_string(), "WAIT", "0"]);
+        let Value::Int(t) = v else { panic!("{owner}: WAIT 0 answered {v:?}") };
+        let now = in_use.fetch_add(permits, Ordering::SeqCst) + permits;
+        assert!(now <= LIMIT, "{owner} was granted {permits} while {} were in use", now - permits);
+        let i = sem_held(con, "sem");
+        assert_eq!((i.holder(owner).token, i.holder(owner).permits), (t, permits));
+        granted.lock().unwrap().push(t);
+        in_use.fetch_sub(permits, Ordering::SeqCst);
+        assert_eq!(sem_release(con, "sem", owner), 1);
+    });
     let mut tokens = tokens.lock().unwrap().clone();
     assert_eq!(tokens.len(), THREADS * ROUNDS);
     tokens.sort_unstable();

@@ -126,7 +126,7 @@ fn expiry(cfg: &Config, c: OneShot, load_estimate: Duration) -> Expiry {
             idle_worst = idle_worst.max(l);
         }
         i += 1;
-        if i % 10 == 0 || now >= last {
+        if i.is_multiple_of(10) || now >= last {
             let before = unix_ms();
             let size = dbsize(&mut pinger);
             if before < first - 2 && size != n as i64 {

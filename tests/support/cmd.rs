@@ -29,6 +29,45 @@ pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// A server and a connection to it, with Redis's active expiry on, or off (`DEBUG
+/// SET-ACTIVE-EXPIRE 0`: a lease then ends only by the module's own timer, with nobody
+/// looking its key up).
+pub fn server_with_active_expire(on: bool) -> (Server, redis::Connection) {
+    let s = Server::new();
+    let mut c = s.conn();
+    if !on {
+        ok(&mut c, &["DEBUG", "SET-ACTIVE-EXPIRE", "0"]);
+    }
+    (s, c)
+}
+
+/// `threads` threads, each on its own connection to `s` with the owner name `t{n}`, run
+/// `round(connection, n, owner)` `rounds` times each; returns once every thread is done
+/// (a panic in one fails the test).
+pub fn contend(
+    s: &Server,
+    threads: usize,
+    rounds: usize,
+    round: impl Fn(&mut redis::Connection, usize, &str) + Send + Sync + 'static,
+) {
+    let round = std::sync::Arc::new(round);
+    let handles: Vec<_> = (0..threads)
+        .map(|n| {
+            let mut con = s.conn();
+            let round = round.clone();
+            std::thread::spawn(move || {
+                let owner = format!("t{n}");
+                for _ in 0..rounds {
+                    round(&mut con, n, &owner);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("a contending thread failed");
+    }
+}
+
 /// Milliseconds since the Unix epoch on this machine's wall clock (the server's clock too).
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
@@ -144,6 +183,26 @@ pub fn ok(con: &mut redis::Connection, args: &[&str]) -> Value {
 pub fn err(con: &mut redis::Connection, args: &[&str]) -> String {
     let v = raws(con, args);
     value_err(&v).unwrap_or_else(|| panic!("{:?} should answer an error, got {v:?}", args.join(" ")))
+}
+
+/// Runs a command that must answer an error, and at once (within 2 s: it never blocks);
+/// with `want`, exactly that error. Returns its text.
+#[track_caller]
+pub fn assert_err_at_once(con: &mut redis::Connection, args: &[&str], want: Option<&str>) -> String {
+    let started = Instant::now();
+    let e = err(con, args);
+    if let Some(want) = want {
+        assert_eq!(e, want, "{args:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "{args:?} blocked for {:?}", started.elapsed());
+    e
+}
+
+/// The names of the fields of `m` (from [`pairs`]), sorted.
+pub fn field_names(m: &HashMap<String, Value>) -> Vec<&str> {
+    let mut names: Vec<&str> = m.keys().map(String::as_str).collect();
+    names.sort();
+    names
 }
 
 /// Runs a command that must answer an integer.

@@ -1005,7 +1005,7 @@ pub fn check(ev: &[Event]) -> Vec<Violation> {
             let b = &episodes[n];
             while p < fresh.len() && episodes[fresh[p]].sure_start < b.create_lo {
                 let c = fresh[p];
-                if best.map_or(true, |x| episodes[c].token > episodes[x].token) {
+                if best.is_none_or(|x| episodes[c].token > episodes[x].token) {
                     best = Some(c);
                 }
                 p += 1;
@@ -1101,7 +1101,7 @@ pub fn check(ev: &[Event]) -> Vec<Violation> {
         for &b in &by_invoke {
             while p < by_complete.len() && ev[by_complete[p]].complete < ev[b].invoke {
                 let c = by_complete[p];
-                if best.map_or(true, |x| ev[c].token > ev[x].token) {
+                if best.is_none_or(|x| ev[c].token > ev[x].token) {
                     best = Some(c);
                 }
                 p += 1;
@@ -1140,7 +1140,7 @@ pub fn check_fence_log(resource: &str, accepted: &[i64]) -> Vec<Violation> {
                 });
             }
         }
-        if high.map_or(true, |(_, h)| t > h) {
+        if high.is_none_or(|(_, h)| t > h) {
             high = Some((n, t));
         }
     }

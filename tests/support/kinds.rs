@@ -5,13 +5,13 @@
 //! compare and probe each kind through [`LockKind`].
 //!
 //! Each kind (mutex, read-write lock, fence, semaphore) is one `impl LockKind` and one
-//! entry in [`KINDS`]: the primitives ([`name`](LockKind::name), [`prefix`](LockKind::prefix),
-//! [`type_name`](LockKind::type_name), [`state`](LockKind::state),
-//! [`try_grant`](LockKind::try_grant), [`reenter`](LockKind::reenter),
-//! [`release`](LockKind::release), [`writes`](LockKind::writes)) are required; every
-//! scenario hook (a varied state, the changes after an AOF rewrite or streamed to a
-//! replica, the fresh-token and hold-count checks) has a default built from them, which
-//! the kinds below override with their own, more detailed scenarios.
+//! entry in [`KINDS`]: the primitives ([`names`](LockKind::names), [`state`](LockKind::state),
+//! [`try_grant`](LockKind::try_grant), [`release`](LockKind::release),
+//! [`writes`](LockKind::writes)) are required, [`reenter`](LockKind::reenter) is the
+//! exclusive grant again for every kind with holds; every scenario hook (a varied state,
+//! the changes after an AOF rewrite or streamed to a replica, the fresh-token and
+//! hold-count checks) has a default built from them, which the kinds below override with
+//! their own, more detailed scenarios where they have them.
 
 #![allow(dead_code)]
 
@@ -91,13 +91,28 @@ pub struct Short {
 // The trait
 // ---------------------------------------------------------------------------------------
 
-pub trait LockKind: Sync {
-    /// For messages: `mutex`, `rwlock`, `fence`.
-    fn name(&self) -> &'static str;
-    /// The prefix of the keys its scenarios use (`m`, `rw`, `f`): every kind has its own.
-    fn prefix(&self) -> &'static str;
+/// The names of a kind.
+pub struct Names {
+    /// For messages: `mutex`, `rwlock`, `fence`, `semaphore`.
+    pub name: &'static str,
+    /// The prefix of the keys its scenarios use (`m`, `rw`, `f`, `s`): every kind has its own.
+    pub prefix: &'static str,
     /// What `TYPE` answers for its keys.
-    fn type_name(&self) -> &'static str;
+    pub type_name: &'static str,
+}
+
+pub trait LockKind: Sync {
+    /// Its name, its keys' prefix, its type.
+    fn names(&self) -> Names;
+    fn name(&self) -> &'static str {
+        self.names().name
+    }
+    fn prefix(&self) -> &'static str {
+        self.names().prefix
+    }
+    fn type_name(&self) -> &'static str {
+        self.names().type_name
+    }
     /// Whether its grants have leases that end (fences: no).
     fn has_leases(&self) -> bool {
         true
@@ -111,9 +126,15 @@ pub trait LockKind: Sync {
     /// A grant that excludes every other owner (a fence: `FENCE.NEXT`, owner and ttl
     /// unused): its token, None when refused.
     fn try_grant(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64>;
-    /// The same owner acquiring its exclusive hold again (one more hold, same token);
-    /// None for a kind without holds.
-    fn reenter(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64>;
+    /// The same owner acquiring its exclusive hold again (one more hold, same token): the
+    /// exclusive grant again; None for a kind without holds.
+    fn reenter(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64> {
+        if self.has_holds() {
+            self.try_grant(c, key, owner, ttl)
+        } else {
+            None
+        }
+    }
     /// Gives one hold of `owner` back: `Some(1)` or `Some(0)`; None for a kind without holds.
     fn release(&self, c: &mut redis::Connection, key: &str, owner: &str) -> Option<i64>;
     /// Commands that change `key` (held by `owner`) or create `new_key`: a replica
@@ -129,6 +150,15 @@ pub trait LockKind: Sync {
 
     fn key(&self, what: &str) -> String {
         format!("{}:{what}", self.prefix())
+    }
+
+    /// `keys` kept their type, and no Redis TTL came on them.
+    #[track_caller]
+    fn assert_kept(&self, c: &mut redis::Connection, keys: &[&str], what: &str) {
+        for k in keys {
+            assert_eq!(key_type(c, k), self.type_name(), "{what}: TYPE {k}");
+            assert_eq!(pttl(c, k), -1, "{what}: PTTL {k}");
+        }
     }
 
     // -----------------------------------------------------------------------------------
@@ -160,10 +190,7 @@ pub trait LockKind: Sync {
 
     /// After a reload: the types of the held keys, no Redis TTL on them, released keys gone.
     fn assert_neighbours(&self, c: &mut redis::Connection, what: &str) {
-        for k in [self.key("single"), self.key("reentrant")] {
-            assert_eq!(key_type(c, &k), self.type_name(), "{what}: TYPE {k}");
-            assert_eq!(pttl(c, &k), -1, "{what}: PTTL {k}");
-        }
+        self.assert_kept(c, &[&self.key("single"), &self.key("reentrant")], what);
         if self.has_holds() {
             assert!(!exists(c, &self.key("released")), "{what}: a released lock came back");
         }
@@ -172,6 +199,13 @@ pub trait LockKind: Sync {
     /// Fresh grants are above `max` (every token issued before) and `last` (the last
     /// fresh token of the kinds checked before); returns the last fresh token.
     fn assert_fresh_tokens_larger(&self, c: &mut redis::Connection, max: i64, last: i64, what: &str) -> i64 {
+        self.assert_fresh_grants_larger(c, max, last, what)
+    }
+
+    /// The default of [`assert_fresh_tokens_larger`](LockKind::assert_fresh_tokens_larger):
+    /// grants on the released name and on a new one; returns the second token.
+    #[track_caller]
+    fn assert_fresh_grants_larger(&self, c: &mut redis::Connection, max: i64, last: i64, what: &str) -> i64 {
         let t = self.grant(c, &self.key("released"), "erin", LONG_TTL);
         assert!(t > max && t > last, "{what}: {} token {t} on a released name not above {max} / {last}", self.name());
         let t2 = self.grant(c, &self.key("brand-new"), "erin", LONG_TTL);
@@ -330,6 +364,74 @@ pub fn assert_replica_same(
     }
 }
 
+/// Each of `keys` of `kind` is the same on the replica as on the master.
+#[track_caller]
+pub fn assert_replica_same_keys(
+    kind: &dyn LockKind,
+    m: &mut redis::Connection,
+    r: &mut redis::Connection,
+    keys: &[String],
+    what: &str,
+) {
+    for key in keys {
+        assert_replica_same(kind, m, r, key, what);
+    }
+}
+
+/// Writes refused on the replica change nothing there: each of `writes` answers
+/// READONLY, `new_key` (which one of them would create) stays absent, and once in sync
+/// each of `keys` is the same on both.
+#[track_caller]
+#[allow(clippy::too_many_arguments)]
+pub fn assert_refused_writes_change_nothing(
+    kind: &dyn LockKind,
+    master: &Server,
+    replica: &Server,
+    m: &mut redis::Connection,
+    r: &mut redis::Connection,
+    writes: &[&[&str]],
+    new_key: &str,
+    keys: &[String],
+) {
+    for args in writes {
+        let e = err(r, args);
+        assert!(e.starts_with("READONLY"), "{args:?} on a replica answered {e:?}");
+    }
+    assert!(!exists(r, new_key));
+    await_sync(master, replica);
+    assert_replica_same_keys(kind, m, r, keys, "after refused writes");
+}
+
+/// `freed`, released to free on the master, goes on the replica too, and once in sync
+/// each of `keys` is the same on both.
+#[track_caller]
+pub fn assert_free_reaches_replica(
+    kind: &dyn LockKind,
+    master: &Server,
+    replica: &Server,
+    m: &mut redis::Connection,
+    r: &mut redis::Connection,
+    freed: &str,
+    keys: &[String],
+) {
+    await_sync(master, replica);
+    assert!(!exists(r, freed));
+    assert_replica_same_keys(kind, m, r, keys, "after releases");
+}
+
+/// A fresh token `n` is above every token in `tokens`; then it is one of them.
+#[track_caller]
+pub fn push_fresh(tokens: &mut Vec<i64>, n: i64) {
+    let max = *tokens.iter().max().unwrap();
+    assert!(n > max, "token {n} not above {max}");
+    tokens.push(n);
+}
+
+/// A command's words, owned (for [`LockKind::writes`]).
+fn args(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
 /// Every key of every kind is the same on the replica as on the master.
 #[track_caller]
 pub fn assert_replica_same_all(m: &mut redis::Connection, r: &mut redis::Connection, what: &str) {
@@ -439,16 +541,8 @@ pub fn assert_shorts_end(c: &mut redis::Connection, shorts: &[(&'static dyn Lock
 pub struct Mutex;
 
 impl LockKind for Mutex {
-    fn name(&self) -> &'static str {
-        "mutex"
-    }
-
-    fn prefix(&self) -> &'static str {
-        "m"
-    }
-
-    fn type_name(&self) -> &'static str {
-        "lockmutex"
+    fn names(&self) -> Names {
+        Names { name: "mutex", prefix: "m", type_name: "lockmutex" }
     }
 
     fn state(&self, c: &mut redis::Connection, key: &str) -> Option<KeyState> {
@@ -465,21 +559,16 @@ impl LockKind for Mutex {
         acquire(c, key, owner, ttl)
     }
 
-    fn reenter(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64> {
-        acquire(c, key, owner, ttl)
-    }
-
     fn release(&self, c: &mut redis::Connection, key: &str, owner: &str) -> Option<i64> {
         Some(release(c, key, owner))
     }
 
     fn writes(&self, key: &str, owner: &str, new_key: &str) -> Vec<Vec<String>> {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         vec![
-            v(&["LOCK.ACQUIRE", key, owner, "1000"]),
-            v(&["LOCK.ACQUIRE", new_key, "bob", "1000"]),
-            v(&["LOCK.RELEASE", key, owner]),
-            v(&["LOCK.EXTEND", key, owner, "1000"]),
+            args(&["LOCK.ACQUIRE", key, owner, "1000"]),
+            args(&["LOCK.ACQUIRE", new_key, "bob", "1000"]),
+            args(&["LOCK.RELEASE", key, owner]),
+            args(&["LOCK.EXTEND", key, owner, "1000"]),
         ]
     }
 
@@ -505,31 +594,16 @@ impl LockKind for Mutex {
     }
 
     fn assert_neighbours(&self, c: &mut redis::Connection, what: &str) {
-        for k in ["m:single", "m:reentrant", "m:binary", "m:maxttl"] {
-            assert_eq!(key_type(c, k), "lockmutex", "{what}: TYPE {k}");
-            assert_eq!(pttl(c, k), -1, "{what}: PTTL {k}");
-        }
+        self.assert_kept(c, &["m:single", "m:reentrant", "m:binary", "m:maxttl"], what);
         assert!(!exists(c, "m:released"), "{what}: a released lock came back");
     }
 
     fn assert_fresh_tokens_larger(&self, c: &mut redis::Connection, max: i64, last: i64, what: &str) -> i64 {
-        let t = grant(c, "m:released", "erin", LONG_TTL);
-        assert!(t > max && t > last, "{what}: token {t} on a released name not above {max} / {last}");
-        let t2 = grant(c, "m:brand-new", "erin", LONG_TTL);
-        assert!(t2 > t, "{what}: token {t2} on a new name not above {t}");
+        let t2 = self.assert_fresh_grants_larger(c, max, last, what);
         assert_eq!(release(c, "m:single", "alice"), 1, "{what}: holder can release after reload");
         let t3 = grant(c, "m:single", "frank", LONG_TTL);
         assert!(t3 > t2, "{what}: token {t3} after release not above {t2}");
         t3
-    }
-
-    fn assert_holds_count_down(&self, c: &mut redis::Connection, what: &str) {
-        // The reentrant holder still counts down correctly.
-        assert_eq!(release(c, "m:reentrant", "bob"), 1, "{what}");
-        assert_eq!(release(c, "m:reentrant", "bob"), 1, "{what}");
-        assert_eq!(release(c, "m:reentrant", "bob"), 1, "{what}");
-        assert_eq!(release(c, "m:reentrant", "bob"), 0, "{what}");
-        assert!(!exists(c, "m:reentrant"), "{what}");
     }
 
     fn change_after_rewrite(&self, c: &mut redis::Connection, tokens: &mut Vec<i64>) {
@@ -595,9 +669,7 @@ impl LockKind for Mutex {
         tokens.push(held(m, "m:lua").token);
         tokens.push(fence_current(m, "m:tx-fence"));
         // A new token is larger than everything before.
-        let n = grant(m, "m:k1", "zed", LONG_TTL);
-        assert!(n > tokens.iter().copied().max().unwrap());
-        tokens.push(n);
+        push_fresh(tokens, grant(m, "m:k1", "zed", LONG_TTL));
         keys.extend(["m:tx".to_string(), "m:lua".to_string()]);
         keys
     }
@@ -612,16 +684,8 @@ pub struct RwLock;
 const RW_KEYS: [&str; 5] = ["rw:readers", "rw:writer", "rw:both", "rw:released", "rw:after"];
 
 impl LockKind for RwLock {
-    fn name(&self) -> &'static str {
-        "rwlock"
-    }
-
-    fn prefix(&self) -> &'static str {
-        "rw"
-    }
-
-    fn type_name(&self) -> &'static str {
-        "lockrwlck"
+    fn names(&self) -> Names {
+        Names { name: "rwlock", prefix: "rw", type_name: "lockrwlck" }
     }
 
     fn state(&self, c: &mut redis::Connection, key: &str) -> Option<KeyState> {
@@ -635,22 +699,17 @@ impl LockKind for RwLock {
         wlock(c, key, owner, ttl)
     }
 
-    fn reenter(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64> {
-        wlock(c, key, owner, ttl)
-    }
-
     fn release(&self, c: &mut redis::Connection, key: &str, owner: &str) -> Option<i64> {
         Some(wunlock(c, key, owner))
     }
 
     fn writes(&self, key: &str, owner: &str, new_key: &str) -> Vec<Vec<String>> {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         vec![
-            v(&["RWLOCK.RLOCK", key, "z", "1000"]),
-            v(&["RWLOCK.WLOCK", new_key, "z", "1000"]),
-            v(&["RWLOCK.RUNLOCK", key, owner]),
-            v(&["RWLOCK.WUNLOCK", key, owner]),
-            v(&["RWLOCK.EXTEND", key, owner, "1000"]),
+            args(&["RWLOCK.RLOCK", key, "z", "1000"]),
+            args(&["RWLOCK.WLOCK", new_key, "z", "1000"]),
+            args(&["RWLOCK.RUNLOCK", key, owner]),
+            args(&["RWLOCK.WUNLOCK", key, owner]),
+            args(&["RWLOCK.EXTEND", key, owner, "1000"]),
         ]
     }
 
@@ -682,10 +741,7 @@ impl LockKind for RwLock {
     }
 
     fn assert_neighbours(&self, c: &mut redis::Connection, what: &str) {
-        for k in ["rw:readers", "rw:writer", "rw:both"] {
-            assert_eq!(key_type(c, k), "lockrwlck", "{what}: TYPE {k}");
-            assert_eq!(int(c, &["PTTL", k]), -1, "{what}: PTTL {k}");
-        }
+        self.assert_kept(c, &["rw:readers", "rw:writer", "rw:both"], what);
         assert!(!exists(c, "rw:released"), "{what}: a released lock came back");
     }
 
@@ -755,8 +811,7 @@ impl LockKind for RwLock {
         tokens.push(rgrant(m, "rw:after", "y", 3 * LONG_TTL));
         // A grant to a waiter.
         tokens.push(wgrant(m, "rw:wait", "holder", LONG_TTL));
-        let mut q = Waiter::acquire(master, "RWLOCK.RLOCK", "rw:wait", "q", LONG_TTL, 0);
-        await_waiters(m, "rw:wait", 1);
+        let mut q = Waiter::acquire(master, "RWLOCK.RLOCK", "rw:wait", "q", LONG_TTL, 0).queued_rw(m, 1);
         assert_eq!(wunlock(m, "rw:wait", "holder"), 1);
         tokens.push(q.granted());
         // MULTI and a script.
@@ -793,9 +848,7 @@ impl LockKind for RwLock {
         wait_until(PATIENCE, "the short lease end reached the replica", || dbsize(&mut r) == n_keys - 1);
         assert!(!exists(&mut r, "rw:short"));
         await_sync(master, replica);
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "streaming");
-        }
+        assert_replica_same_keys(self, m, &mut r, &keys, "streaming");
         assert_eq!(rw_held(&mut r, "rw:mixed").who(), who(&[("long", "read")]));
         assert_eq!(rw_held(&mut r, "rw:readers").who(), who(&[("r1", "read"), ("r1", "write")]));
         assert_eq!(rw_held(&mut r, "rw:readers").holder("r1", "read").holds, 3);
@@ -804,33 +857,19 @@ impl LockKind for RwLock {
         assert_eq!(rw_held(&mut r, "rw:wait").who(), who(&[("q", "read")]));
         assert_eq!(rw_held(&mut r, "rw:tx").who(), who(&[("t", "read"), ("t", "write")]));
         // Writes are refused on the replica, and change nothing there.
-        for args in [
-            &["RWLOCK.RLOCK", "rw:after", "z", "1000"][..],
+        let writes: &[&[&str]] = &[
+            &["RWLOCK.RLOCK", "rw:after", "z", "1000"],
             &["RWLOCK.WLOCK", "rw:new", "z", "1000"],
             &["RWLOCK.RUNLOCK", "rw:after", "x"],
             &["RWLOCK.WUNLOCK", "rw:writer", "w"],
             &["RWLOCK.EXTEND", "rw:after", "x", "1000"],
-        ] {
-            let e = err(&mut r, args);
-            assert!(e.starts_with("READONLY"), "{args:?} on a replica answered {e:?}");
-        }
-        assert!(!exists(&mut r, "rw:new"));
-        await_sync(master, replica);
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "after refused writes");
-        }
+        ];
+        assert_refused_writes_change_nothing(self, master, replica, m, &mut r, writes, "rw:new", &keys);
         // Releases to free remove the key on the replica too; new tokens are larger.
         assert_eq!(runlock(m, "rw:after", "x"), 1);
         assert_eq!(runlock(m, "rw:after", "y"), 1);
-        let n = wgrant(m, "rw:released", "n", LONG_TTL);
-        let max = *tokens.iter().max().unwrap();
-        assert!(n > max, "token {n} not above {max}");
-        tokens.push(n);
-        await_sync(master, replica);
-        assert!(!exists(&mut r, "rw:after"));
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "after releases");
-        }
+        push_fresh(tokens, wgrant(m, "rw:released", "n", LONG_TTL));
+        assert_free_reaches_replica(self, master, replica, m, &mut r, "rw:after", &keys);
         assert_eq!(wunlock(m, "rw:released", "n"), 1);
         keys
     }
@@ -843,16 +882,8 @@ impl LockKind for RwLock {
 pub struct Fence;
 
 impl LockKind for Fence {
-    fn name(&self) -> &'static str {
-        "fence"
-    }
-
-    fn prefix(&self) -> &'static str {
-        "f"
-    }
-
-    fn type_name(&self) -> &'static str {
-        "lockfence"
+    fn names(&self) -> Names {
+        Names { name: "fence", prefix: "f", type_name: "lockfence" }
     }
 
     fn has_leases(&self) -> bool {
@@ -872,10 +903,6 @@ impl LockKind for Fence {
 
     fn try_grant(&self, c: &mut redis::Connection, key: &str, _owner: &str, _ttl: i64) -> Option<i64> {
         Some(fence_next(c, key))
-    }
-
-    fn reenter(&self, _c: &mut redis::Connection, _key: &str, _owner: &str, _ttl: i64) -> Option<i64> {
-        None
     }
 
     fn release(&self, _c: &mut redis::Connection, _key: &str, _owner: &str) -> Option<i64> {
@@ -907,10 +934,7 @@ impl LockKind for Fence {
     }
 
     fn assert_neighbours(&self, c: &mut redis::Connection, what: &str) {
-        for k in ["f:next", "f:checked"] {
-            assert_eq!(key_type(c, k), "lockfence", "{what}: TYPE {k}");
-            assert_eq!(pttl(c, k), -1, "{what}: PTTL {k}");
-        }
+        self.assert_kept(c, &["f:next", "f:checked"], what);
     }
 
     fn assert_fresh_tokens_larger(&self, c: &mut redis::Connection, max: i64, last: i64, what: &str) -> i64 {
@@ -921,8 +945,6 @@ impl LockKind for Fence {
         assert!(g > checked && g > max, "{what}: FENCE.NEXT {g} not above {checked} / {max}");
         g
     }
-
-    fn assert_holds_count_down(&self, _c: &mut redis::Connection, _what: &str) {}
 
     fn change_after_rewrite(&self, c: &mut redis::Connection, tokens: &mut Vec<i64>) {
         tokens.push(fence_next(c, "f:next"));
@@ -973,16 +995,8 @@ fn sem_mode(permits: i64, limit: i64) -> String {
 }
 
 impl LockKind for Semaphore {
-    fn name(&self) -> &'static str {
-        "semaphore"
-    }
-
-    fn prefix(&self) -> &'static str {
-        "s"
-    }
-
-    fn type_name(&self) -> &'static str {
-        "locksemph"
+    fn names(&self) -> Names {
+        Names { name: "semaphore", prefix: "s", type_name: "locksemph" }
     }
 
     /// Holders keyed by owner and "<permits> of <limit>", so that permits and the limit
@@ -1005,22 +1019,17 @@ impl LockKind for Semaphore {
         sem_acquire(c, key, owner, SEM_LIMIT, SEM_LIMIT, ttl)
     }
 
-    fn reenter(&self, c: &mut redis::Connection, key: &str, owner: &str, ttl: i64) -> Option<i64> {
-        sem_acquire(c, key, owner, SEM_LIMIT, SEM_LIMIT, ttl)
-    }
-
     fn release(&self, c: &mut redis::Connection, key: &str, owner: &str) -> Option<i64> {
         Some(sem_release(c, key, owner))
     }
 
     fn writes(&self, key: &str, owner: &str, new_key: &str) -> Vec<Vec<String>> {
-        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         vec![
-            v(&["SEM.ACQUIRE", key, "z", "3", "1000"]),
-            v(&["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", "3"]),
-            v(&["SEM.ACQUIRE", new_key, "bob", "3", "1000", "COUNT", "1", "WAIT", "10"]),
-            v(&["SEM.RELEASE", key, owner]),
-            v(&["SEM.EXTEND", key, owner, "1000"]),
+            args(&["SEM.ACQUIRE", key, "z", "3", "1000"]),
+            args(&["SEM.ACQUIRE", key, owner, "3", "1000", "COUNT", "3"]),
+            args(&["SEM.ACQUIRE", new_key, "bob", "3", "1000", "COUNT", "1", "WAIT", "10"]),
+            args(&["SEM.RELEASE", key, owner]),
+            args(&["SEM.EXTEND", key, owner, "1000"]),
         ]
     }
 
@@ -1053,10 +1062,7 @@ impl LockKind for Semaphore {
     }
 
     fn assert_neighbours(&self, c: &mut redis::Connection, what: &str) {
-        for k in ["s:shared", "s:full", "s:binary", "s:maxlimit"] {
-            assert_eq!(key_type(c, k), "locksemph", "{what}: TYPE {k}");
-            assert_eq!(pttl(c, k), -1, "{what}: PTTL {k}");
-        }
+        self.assert_kept(c, &["s:shared", "s:full", "s:binary", "s:maxlimit"], what);
         assert!(!exists(c, "s:released"), "{what}: a released semaphore came back");
         // The limits came back with the holders.
         assert_eq!(err(c, &["SEM.ACQUIRE", "s:shared", "z", "4", "1000"]), limit_mismatch(5), "{what}");
@@ -1161,9 +1167,7 @@ impl LockKind for Semaphore {
         wait_until(PATIENCE, "the short lease end reached the replica", || !exists(&mut r, "s:short"));
         wait_until(PATIENCE, "the short holder ended on the master", || digest_value(m, "s:mixed") != mixed);
         await_sync(master, replica);
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "streaming");
-        }
+        assert_replica_same_keys(self, m, &mut r, &keys, "streaming");
         let i = sem_held(&mut r, "s:mixed");
         assert_eq!((i.who(), i.available), (owners(&["long"]), 2));
         let i = sem_held(&mut r, "s:shared");
@@ -1175,32 +1179,18 @@ impl LockKind for Semaphore {
         assert_eq!((i.who(), i.holder("t").holds, i.available), (owners(&["t", "u"]), 2, 0));
         assert_eq!(sem_held(&mut r, "s:lua").who(), owners(&["lua"]));
         // Writes are refused on the replica, and change nothing there.
-        for args in [
-            &["SEM.ACQUIRE", "s:after", "z", "4", "1000"][..],
+        let writes: &[&[&str]] = &[
+            &["SEM.ACQUIRE", "s:after", "z", "4", "1000"],
             &["SEM.ACQUIRE", "s:new", "z", "4", "1000", "COUNT", "2"],
             &["SEM.RELEASE", "s:after", "x"],
             &["SEM.EXTEND", "s:after", "x", "1000"],
-        ] {
-            let e = err(&mut r, args);
-            assert!(e.starts_with("READONLY"), "{args:?} on a replica answered {e:?}");
-        }
-        assert!(!exists(&mut r, "s:new"));
-        await_sync(master, replica);
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "after refused writes");
-        }
+        ];
+        assert_refused_writes_change_nothing(self, master, replica, m, &mut r, writes, "s:new", &keys);
         // Releases to free remove the key on the replica too; new tokens are larger.
         assert_eq!(sem_release(m, "s:after", "x"), 1);
         assert_eq!(sem_release(m, "s:after", "y"), 1);
-        let n = sem_grant(m, "s:released", "n", 2, 2, LONG_TTL);
-        let max = *tokens.iter().max().unwrap();
-        assert!(n > max, "token {n} not above {max}");
-        tokens.push(n);
-        await_sync(master, replica);
-        assert!(!exists(&mut r, "s:after"));
-        for k in &keys {
-            assert_replica_same(self, m, &mut r, k, "after releases");
-        }
+        push_fresh(tokens, sem_grant(m, "s:released", "n", 2, 2, LONG_TTL));
+        assert_free_reaches_replica(self, master, replica, m, &mut r, "s:after", &keys);
         assert_eq!(sem_release(m, "s:released", "n"), 1);
         keys
     }

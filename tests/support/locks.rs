@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::Value;
 
@@ -112,7 +112,15 @@ pub fn parse_lock_info(v: &Value) -> Option<LockInfo> {
         Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
         other => panic!("LOCK.INFO owner should be a string or nil, got {other:?}"),
     };
-    Some(LockInfo { owner, token: num("token"), ttl: num("ttl"), holds: num("holds"), waiters: num("waiters") })
+    // A free lock with waiters has no holder: its token and ttl are nil (read as 0 here).
+    let (token, ttl) = match owner {
+        Some(_) => (num("token"), num("ttl")),
+        None => {
+            assert!(m["token"] == Value::Nil && m["ttl"] == Value::Nil, "LOCK.INFO of a free lock: {v:?}");
+            (0, 0)
+        }
+    };
+    Some(LockInfo { owner, token, ttl, holds: num("holds"), waiters: num("waiters") })
 }
 
 #[track_caller]
@@ -288,6 +296,25 @@ pub fn rw_info(c: &mut redis::Connection, key: &str) -> Option<RwInfo> {
 #[track_caller]
 pub fn rw_held(c: &mut redis::Connection, key: &str) -> RwInfo {
     rw_info(c, key).unwrap_or_else(|| panic!("RWLOCK.INFO {key} is nil, expected a held lock"))
+}
+
+/// Waiters were granted as a lease of `lease` ms, granted at `granted_at`, ended: not
+/// before, and not long after; `what` was handed over (`the lock`, `the permits`).
+#[track_caller]
+pub fn assert_handed_over_at_lease_end(granted_at: Instant, lease: i64, what: &str) {
+    let took = granted_at.elapsed();
+    assert!(took >= Duration::from_millis(lease as u64 - 5), "granted after {took:?}, before the {lease} ms lease ended");
+    assert!(took < Duration::from_secs(5), "lease end took {took:?} to hand {what} over");
+}
+
+/// `cmd`'s reply `v` under RESP3 (`RWLOCK.INFO`, `SEM.INFO`): a map, and so is each of
+/// its holders.
+#[track_caller]
+pub fn assert_info_maps(v: &Value, cmd: &str) {
+    assert!(matches!(v, Value::Map(_)), "{cmd} under RESP3 should be a map, got {v:?}");
+    let m = pairs(v);
+    let Value::Array(hs) = &m["holders"] else { panic!("holders is not an array: {v:?}") };
+    assert!(matches!(hs[0], Value::Map(_)), "a holder under RESP3 should be a map, got {:?}", hs[0]);
 }
 
 #[track_caller]

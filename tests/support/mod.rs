@@ -3,8 +3,9 @@
 //! `#[path = "../tests/support/mod.rs"] mod support;`). Three heavier parts of the tree
 //! are mounted only by the tests that use them, beside `mod support;`, so that every other
 //! test binary compiles without them: `#[path = "support/history.rs"] mod history;` (the
-//! history checker), `#[path = "support/kinds.rs"] mod kinds;` (durability, replication)
-//! and `#[path = "support/input/mod.rs"] mod input;` (the bad-input suites).
+//! history checker; with it, `#[path = "support/blocked_chaos.rs"] mod blocked_chaos;` in
+//! the blocked-client chaos tests), `#[path = "support/kinds.rs"] mod kinds;` (durability,
+//! replication) and `#[path = "support/input/mod.rs"] mod input;` (the bad-input suites).
 //!
 //! What is here, in one place each:
 //!
@@ -21,7 +22,9 @@
 //! - [`seed`]: printed, replayable seeds (`CHAOS_SEED`) for `rand`'s `StdRng`.
 //! - [`chaos`], [`fault_kit`], [`faketime`]: run sizes, faults (signals, child
 //!   processes, token order), the libfaketime clock; `history.rs` (mounted as `history`):
-//!   the fault suite's history checker.
+//!   the fault suite's history checker; `blocked_chaos.rs` (mounted as `blocked_chaos`,
+//!   beside `history`): the blocked-client chaos workload and its rules, for every kind
+//!   that blocks (`chaos_blocked`, `chaos_sem_blocked`).
 //! - `input/` (mounted as `input`): the bad-input suites' random command generator, RDB
 //!   encoder, corrupt `RESTORE` payloads and valgrind checks.
 
@@ -41,4 +44,4 @@ pub use cmd::*;
 pub use locks::*;
 pub use resp::{Raw, Reply};
 pub use server::{module_path, redis_server_bin, Options, Server};
-pub use waiter::{queue, queue_blocked, queue_in, queue_sem, Waiter};
+pub use waiter::{queue, queue_blocked, queue_in, queue_reader_then_writer, queue_sem, Waiter};

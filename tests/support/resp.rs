@@ -324,6 +324,31 @@ impl Raw {
         self.read_timeout = t;
     }
 
+    /// Runs `args`, whose reply must come at once (within 2.5 s: nothing blocks); `what`
+    /// names it in the failure.
+    #[track_caller]
+    pub fn cmd_at_once(&mut self, args: &[&str], what: &str) -> Reply {
+        let start = Instant::now();
+        let v = self.cmd(args).unwrap();
+        let took = start.elapsed();
+        assert!(took < Duration::from_millis(2_500), "{what} took {took:?}: it blocked");
+        v
+    }
+
+    /// Runs `cmds` in one MULTI (each answered QUEUED); the EXEC must answer at once, an
+    /// array: its items.
+    #[track_caller]
+    pub fn exec_at_once(&mut self, cmds: &[&[&str]], what: &str) -> Vec<Reply> {
+        assert_eq!(self.cmd(&["MULTI"]).unwrap(), Reply::ok());
+        for args in cmds {
+            assert_eq!(self.cmd(args).unwrap(), Reply::Simple("QUEUED".into()), "{args:?} in MULTI");
+        }
+        match self.cmd_at_once(&["EXEC"], what) {
+            Reply::Array(items) => items,
+            v => panic!("EXEC answered {v:?}"),
+        }
+    }
+
     /// Sends one command.
     pub fn send<A: AsRef<[u8]>>(&mut self, args: &[A]) -> io::Result<()> {
         self.send_bytes(&encode(args))

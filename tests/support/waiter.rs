@@ -9,7 +9,7 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use super::cmd::{blocked_clients, wait_until};
-use super::locks::{lock_info, sem_info};
+use super::locks::{await_waiters, lock_info, sem_info, LONG_TTL};
 use super::resp::{Raw, Reply};
 use super::server::Server;
 
@@ -17,6 +17,8 @@ pub struct Waiter {
     pub raw: Raw,
     /// Its `CLIENT ID`, taken before it blocked.
     pub id: i64,
+    /// The key of its command (its second word).
+    pub key: String,
     /// The owner of its acquire (the third word of the command), for messages.
     pub owner: String,
     /// The command it sent.
@@ -42,7 +44,8 @@ impl Waiter {
         let id = raw.client_id().expect("CLIENT ID");
         let sent = Instant::now();
         raw.send(args).expect("send a command");
-        Waiter { raw, id, owner: args.get(2).unwrap_or(&"").to_string(), what: args.join(" "), sent }
+        let word = |i: usize| args.get(i).unwrap_or(&"").to_string();
+        Waiter { raw, id, key: word(1), owner: word(2), what: args.join(" "), sent }
     }
 
     /// `cmd key owner ttl WAIT wait` (`LOCK.ACQUIRE`, `RWLOCK.RLOCK`, `RWLOCK.WLOCK`).
@@ -110,6 +113,31 @@ impl Waiter {
     pub fn close(self) {
         self.raw.close();
     }
+
+    /// Waits until the read-write lock it waits on counts `expect` waiters, so that
+    /// waiters queue in a known order; then returns itself.
+    #[track_caller]
+    pub fn queued_rw(self, c: &mut redis::Connection, expect: i64) -> Waiter {
+        await_waiters(c, &self.key, expect);
+        self
+    }
+
+    /// Waits until its key counts `expect` waiters by `waiters` (of a connection to its
+    /// database), checks it has not answered, then returns itself.
+    #[track_caller]
+    fn queued(
+        self,
+        c: &mut redis::Connection,
+        expect: i64,
+        mut waiters: impl FnMut(&mut redis::Connection, &str) -> Option<i64>,
+    ) -> Waiter {
+        let key = &self.key;
+        wait_until(Duration::from_secs(10), &format!("{} waits on {key} ({expect} waiters)", self.owner), || {
+            waiters(c, key) == Some(expect)
+        });
+        self.assert_still_blocked();
+        self
+    }
 }
 
 /// Starts a `LOCK.ACQUIRE ... WAIT` waiter and waits until the lock counts `expect`
@@ -140,12 +168,7 @@ pub fn queue_in(
     wait: i64,
     expect: i64,
 ) -> Waiter {
-    let w = Waiter::lock_in(s, db, key, owner, ttl, wait);
-    wait_until(Duration::from_secs(10), &format!("{owner} waits on {key} ({expect} waiters)"), || {
-        lock_info(c, key).map(|i| i.waiters) == Some(expect)
-    });
-    w.assert_still_blocked();
-    w
+    Waiter::lock_in(s, db, key, owner, ttl, wait).queued(c, expect, |c, key| lock_info(c, key).map(|i| i.waiters))
 }
 
 /// Starts a waiter sending `args` and waits until the server counts `blocked` blocked
@@ -156,6 +179,15 @@ pub fn queue_blocked(s: &Server, c: &mut redis::Connection, args: &[&str], block
     wait_until(Duration::from_secs(10), &format!("{} blocks", args.join(" ")), || blocked_clients(c) == blocked);
     assert!(w.still_blocked(), "{} answered instead of blocking", args.join(" "));
     w
+}
+
+/// Queues, behind the holder of the read-write lock `rw`, a reader `r` and then a writer
+/// `x` (leases of [`LONG_TTL`], no time-out).
+#[track_caller]
+pub fn queue_reader_then_writer(s: &Server, c: &mut redis::Connection) -> (Waiter, Waiter) {
+    let r = Waiter::acquire(s, "RWLOCK.RLOCK", "rw", "r", LONG_TTL, 0).queued_rw(c, 1);
+    let x = Waiter::acquire(s, "RWLOCK.WLOCK", "rw", "x", LONG_TTL, 0).queued_rw(c, 2);
+    (r, x)
 }
 
 /// Starts a `SEM.ACQUIRE ... COUNT permits WAIT wait` waiter and waits until the semaphore
@@ -173,10 +205,6 @@ pub fn queue_sem(
     wait: i64,
     expect: i64,
 ) -> Waiter {
-    let w = Waiter::sem(s, key, owner, limit, permits, ttl, wait);
-    wait_until(Duration::from_secs(10), &format!("{owner} waits on {key} ({expect} waiters)"), || {
-        sem_info(c, key).map(|i| i.waiters) == Some(expect)
-    });
-    w.assert_still_blocked();
-    w
+    Waiter::sem(s, key, owner, limit, permits, ttl, wait)
+        .queued(c, expect, |c, key| sem_info(c, key).map(|i| i.waiters))
 }

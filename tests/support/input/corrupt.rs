@@ -929,7 +929,7 @@ pub fn genuine_dumps(conn: &mut Raw, t: Timing, ttl: i64) -> (Dump, Dump, Dump, 
         let r = run(&args);
         assert!(matches!(r, Reply::Int(t) if t > 0), "{args:?} answered {}", r.brief());
     }
-    let current = (&run(&["FENCE.CURRENT", "src:fence"])).int().unwrap();
+    let current = run(&["FENCE.CURRENT", "src:fence"]).int().unwrap();
     let r = run(&["FENCE.CHECK", "src:fence", &(current + 7).to_string()]);
     assert_eq!(r, Reply::Int(1), "FENCE.CHECK");
     let mut dump = |key: &str, name: &'static str| {

@@ -57,6 +57,42 @@ pub fn get_int(m: &BTreeMap<String, Reply>, f: &str) -> Result<i64, String> {
     v.int().ok_or_else(|| format!("field {f} is not an integer: {}", v.brief()))
 }
 
+/// An INFO reply's `waiters`: not negative.
+fn check_waiters(m: &BTreeMap<String, Reply>) -> Result<i64, String> {
+    let waiters = get_int(m, "waiters")?;
+    if waiters < 0 {
+        return Err(format!("negative waiters {waiters}"));
+    }
+    Ok(waiters)
+}
+
+/// A hold's `token` (positive, below 2^53), `ttl` (within the contract's 2^40 ms) and
+/// `holds` (at least one); `what` names it in the messages (`""` or `"holder "`).
+fn check_hold(m: &BTreeMap<String, Reply>, what: &str) -> Result<(), String> {
+    let token = get_int(m, "token")?;
+    if !(1..TOKEN_LIMIT).contains(&token) {
+        return Err(format!("{what}token {token} outside 1..2^53"));
+    }
+    let ttl = get_int(m, "ttl")?;
+    if !(0..=MAX_TTL).contains(&ttl) {
+        return Err(format!("{what}ttl {ttl} outside 0..=2^40"));
+    }
+    let holds = get_int(m, "holds")?;
+    if holds < 1 {
+        return Err(format!("{what}holds {holds} < 1"));
+    }
+    Ok(())
+}
+
+/// A holder's `owner` in a holders array: a string, not empty.
+fn check_holder_owner(hm: &BTreeMap<String, Reply>) -> Result<Vec<u8>, String> {
+    let owner = get(hm, "owner")?.bytes().ok_or("holder owner is not a string")?;
+    if owner.is_empty() {
+        return Err("holder with an empty owner".into());
+    }
+    Ok(owner)
+}
+
 /// `LOCK.INFO`: nil, or a holder with a positive token below 2^53, a ttl within the
 /// contract's 2^40 ms, at least one hold; or no holder and at least one waiter.
 pub fn check_lock_info(r: &Reply) -> Result<(), String> {
@@ -64,10 +100,7 @@ pub fn check_lock_info(r: &Reply) -> Result<(), String> {
         return Ok(());
     }
     let m = r.fields()?;
-    let waiters = get_int(&m, "waiters")?;
-    if waiters < 0 {
-        return Err(format!("negative waiters {waiters}"));
-    }
+    let waiters = check_waiters(&m)?;
     match get(&m, "owner")? {
         Reply::Nil => {
             let holds = get_int(&m, "holds")?;
@@ -80,18 +113,7 @@ pub fn check_lock_info(r: &Reply) -> Result<(), String> {
             if owner.is_empty() {
                 return Err("empty owner".into());
             }
-            let token = get_int(&m, "token")?;
-            if !(1..TOKEN_LIMIT).contains(&token) {
-                return Err(format!("token {token} outside 1..2^53"));
-            }
-            let ttl = get_int(&m, "ttl")?;
-            if !(0..=MAX_TTL).contains(&ttl) {
-                return Err(format!("ttl {ttl} outside 0..=2^40"));
-            }
-            let holds = get_int(&m, "holds")?;
-            if holds < 1 {
-                return Err(format!("holds {holds} < 1"));
-            }
+            check_hold(&m, "")?;
         }
     }
     Ok(())
@@ -104,32 +126,15 @@ pub fn check_rw_info(r: &Reply) -> Result<(), String> {
         return Ok(());
     }
     let m = r.fields()?;
-    let waiters = get_int(&m, "waiters")?;
-    if waiters < 0 {
-        return Err(format!("negative waiters {waiters}"));
-    }
+    let waiters = check_waiters(&m)?;
     let mode = get(&m, "mode")?.bytes().ok_or("mode is not a string")?;
     let Reply::Array(holders) = get(&m, "holders")? else { return Err("holders is not an array".into()) };
     let mut writers = Vec::new();
     let mut readers = Vec::new();
     for h in holders {
         let hm = h.fields()?;
-        let owner = get(&hm, "owner")?.bytes().ok_or("holder owner is not a string")?;
-        if owner.is_empty() {
-            return Err("holder with an empty owner".into());
-        }
-        let token = get_int(&hm, "token")?;
-        if !(1..TOKEN_LIMIT).contains(&token) {
-            return Err(format!("holder token {token} outside 1..2^53"));
-        }
-        let ttl = get_int(&hm, "ttl")?;
-        if !(0..=MAX_TTL).contains(&ttl) {
-            return Err(format!("holder ttl {ttl} outside 0..=2^40"));
-        }
-        let holds = get_int(&hm, "holds")?;
-        if holds < 1 {
-            return Err(format!("holder holds {holds} < 1"));
-        }
+        let owner = check_holder_owner(&hm)?;
+        check_hold(&hm, "holder ")?;
         match get(&hm, "mode")?.bytes().as_deref() {
             Some(b"write") => writers.push(owner),
             Some(b"read") => readers.push(owner),
@@ -181,10 +186,7 @@ pub fn check_sem_info(r: &Reply) -> Result<(), String> {
     if !(1..=1i64 << 31).contains(&limit) {
         return Err(format!("limit {limit} outside 1..=2^31"));
     }
-    let waiters = get_int(&m, "waiters")?;
-    if waiters < 0 {
-        return Err(format!("negative waiters {waiters}"));
-    }
+    let waiters = check_waiters(&m)?;
     let Reply::Array(holders) = get(&m, "holders")? else { return Err("holders is not an array".into()) };
     let mut owners: Vec<Vec<u8>> = Vec::new();
     let mut held = 0i64;
@@ -194,10 +196,7 @@ pub fn check_sem_info(r: &Reply) -> Result<(), String> {
         if names != ["holds", "owner", "permits", "token", "ttl"] {
             return Err(format!("holder fields {names:?}"));
         }
-        let owner = get(&hm, "owner")?.bytes().ok_or("holder owner is not a string")?;
-        if owner.is_empty() {
-            return Err("holder with an empty owner".into());
-        }
+        let owner = check_holder_owner(&hm)?;
         if owners.contains(&owner) {
             return Err(format!("owner {} holds twice", esc(&owner)));
         }
@@ -207,18 +206,7 @@ pub fn check_sem_info(r: &Reply) -> Result<(), String> {
             return Err(format!("holder permits {permits} outside 1..={limit}"));
         }
         held += permits;
-        let token = get_int(&hm, "token")?;
-        if !(1..TOKEN_LIMIT).contains(&token) {
-            return Err(format!("holder token {token} outside 1..2^53"));
-        }
-        let ttl = get_int(&hm, "ttl")?;
-        if !(0..=MAX_TTL).contains(&ttl) {
-            return Err(format!("holder ttl {ttl} outside 0..=2^40"));
-        }
-        let holds = get_int(&hm, "holds")?;
-        if holds < 1 {
-            return Err(format!("holder holds {holds} < 1"));
-        }
+        check_hold(&hm, "holder ")?;
     }
     if held > limit {
         return Err(format!("holders hold {held} permits of a limit of {limit}"));
