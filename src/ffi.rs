@@ -45,6 +45,32 @@ pub fn avoid_replica_traffic() -> bool {
     unsafe { raw::RedisModule_AvoidReplicaTraffic.is_some_and(|f| f() != 0) }
 }
 
+/// Whether this server feeds a replication stream: it is a replica, has replicas, or
+/// has a backlog. True when INFO does not tell (a field missing). Costs an INFO section,
+/// so only for rare checks. Raw: the crate's field reader leaks each value it reads.
+pub fn replication_stream_exists(ctx: &Context) -> bool {
+    // SAFETY: the info data lives until freed below; `GetFieldC` returns a string owned by
+    // it (or null), read before the free.
+    unsafe {
+        let (Some(get), Some(field_c), Some(free)) =
+            (raw::RedisModule_GetServerInfo, raw::RedisModule_ServerInfoGetFieldC, raw::RedisModule_FreeServerInfo)
+        else {
+            return true;
+        };
+        let info = get(ctx.ctx, c"replication".as_ptr());
+        if info.is_null() {
+            return true;
+        }
+        let is = |name: &CStr, want: &CStr| {
+            let value = field_c(info, name.as_ptr());
+            !value.is_null() && CStr::from_ptr(value) == want
+        };
+        let none = is(c"role", c"master") && is(c"connected_slaves", c"0") && is(c"repl_backlog_active", c"0");
+        free(ctx.ctx, info);
+        !none
+    }
+}
+
 /// Marks `key` ready so Redis retries the clients blocked on it. Raw: no crate wrapper.
 pub fn signal_key_ready(ctx: &Context, key: &RedisString) {
     // SAFETY: live context and key string.
@@ -377,6 +403,9 @@ pub trait ServerEvents {
     fn swapped_dbs(a: Db, b: Db);
     /// Loading (RDB, AOF, full sync) ended.
     fn loaded(ctx: &Context);
+    /// Something happened after which a replication stream may exist: a fork (a
+    /// replica's full sync forks), a replica came or went, loading started.
+    fn stream_may_exist();
     /// A keyspace event of the subscribed classes: called for every such event of every
     /// client, so it must drop what it does not need at once.
     fn keyspace(ctx: &Context, event: &[u8], key: &[u8]);
@@ -385,12 +414,14 @@ pub trait ServerEvents {
 /// Subscribes `E` to the server events. Raw: the crate's server-event registration
 /// needs its proc macros, which do not load on Redis 7.0.
 pub fn subscribe_server_events<E: ServerEvents>(ctx: &Context) -> bool {
-    let events: [(u64, ServerEventCallback); 5] = [
+    let events: [(u64, ServerEventCallback); 7] = [
         (raw::REDISMODULE_EVENT_EVENTLOOP, event_loop::<E>),
         (raw::REDISMODULE_EVENT_REPLICATION_ROLE_CHANGED, role_changed::<E>),
         (raw::REDISMODULE_EVENT_FLUSHDB, flushdb::<E>),
         (raw::REDISMODULE_EVENT_SWAPDB, swapdb::<E>),
         (raw::REDISMODULE_EVENT_LOADING, loading::<E>),
+        (raw::REDISMODULE_EVENT_FORK_CHILD, stream_may_exist::<E>),
+        (raw::REDISMODULE_EVENT_REPLICA_CHANGE, stream_may_exist::<E>),
     ];
     events.into_iter().all(|(id, callback)| {
         let event = raw::RedisModuleEvent { id, dataver: 1 };
@@ -427,9 +458,14 @@ unsafe extern "C" fn swapdb<E: ServerEvents>(_: *mut raw::RedisModuleCtx, _: raw
 }
 
 unsafe extern "C" fn loading<E: ServerEvents>(ctx: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, sub: u64, _: *mut c_void) {
+    E::stream_may_exist();
     if sub == raw::REDISMODULE_SUBEVENT_LOADING_ENDED {
         E::loaded(&Context::new(ctx));
     }
+}
+
+unsafe extern "C" fn stream_may_exist<E: ServerEvents>(_: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, _: u64, _: *mut c_void) {
+    E::stream_may_exist();
 }
 
 /// A callback for `subscribe_keyspace`.

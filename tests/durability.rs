@@ -310,3 +310,67 @@ fn lock_keys_show_in_object_memory_usage_and_digest_value() {
     }
     assert_eq!(ok(&mut c, &["DBSIZE"]), Value::Int(2 * KINDS.len() as i64));
 }
+
+/// Turned on at run time, the AOF starts from a rewrite of the keyspace and then takes
+/// every effect: effects built before (when nothing read them) were not needed, those
+/// after must all be there. DEBUG LOADAOF replays it.
+#[test]
+fn aof_turned_on_at_run_time_misses_no_change() {
+    let s = Server::start(&["appendonly no", "appendfsync always"]);
+    let mut c = s.conn();
+    let mut tokens = build_all(&mut c);
+    ok(&mut c, &["CONFIG", "SET", "appendonly", "yes"]);
+    wait_until(Duration::from_secs(20), "the AOF rewrite that turns the AOF on", || {
+        let i = info(&mut c, "persistence");
+        i.get("aof_enabled").map(String::as_str) == Some("1")
+            && i.get("aof_rewrite_in_progress").map(String::as_str) == Some("0")
+            && i.get("aof_rewrite_scheduled").map(String::as_str) == Some("0")
+    });
+    for kind in KINDS {
+        let key = kind.key("after-aof");
+        tokens.push(kind.grant(&mut c, &key, "alice", LONG_TTL));
+        kind.reenter(&mut c, &key, "alice", 2 * LONG_TTL);
+        let freed = kind.key("freed-after-aof");
+        tokens.push(kind.grant(&mut c, &freed, "bob", LONG_TTL));
+        kind.release(&mut c, &freed, "bob");
+    }
+    let before = snapshot(&mut c);
+    let digest_before = digest(&mut c);
+    // A replay that recomputed a lease from its ttl would end it later than before.
+    let_time_pass(PASS_MS);
+    ok(&mut c, &["DEBUG", "LOADAOF"]);
+    assert_same_state(&before, &snapshot(&mut c), PASS_MS, "DEBUG LOADAOF of an AOF turned on at run time");
+    assert_eq!(digest(&mut c), digest_before, "DEBUG DIGEST after DEBUG LOADAOF");
+    assert_fresh_tokens_larger_all(&mut c, &tokens, "DEBUG LOADAOF of an AOF turned on at run time");
+}
+
+/// Every change counts once toward the save points (`save <seconds> <changes>`), as a
+/// native write does, whether or not anything reads the effects: Redis counts them in
+/// `rdb_changes_since_last_save`.
+#[test]
+fn every_change_counts_toward_the_save_points() {
+    for config in [&["appendonly no"][..], &["appendonly yes"][..]] {
+        let s = Server::start(config);
+        let mut c = s.conn();
+        let changes = |c: &mut redis::Connection| -> i64 {
+            info(c, "persistence")["rdb_changes_since_last_save"].parse().unwrap()
+        };
+        let step = |c: &mut redis::Connection, args: &[&str], counted: i64| {
+            let before = changes(c);
+            raws(c, args);
+            assert_eq!(changes(c) - before, counted, "{config:?}: changes counted for {args:?}");
+        };
+        step(&mut c, &["LOCK.ACQUIRE", "l", "alice", "60000"], 1);
+        step(&mut c, &["LOCK.ACQUIRE", "l", "alice", "60000"], 1);
+        step(&mut c, &["LOCK.ACQUIRE", "l", "bob", "60000"], 0);
+        step(&mut c, &["LOCK.EXTEND", "l", "alice", "90000"], 1);
+        step(&mut c, &["LOCK.RELEASE", "l", "alice"], 1);
+        step(&mut c, &["LOCK.RELEASE", "l", "alice"], 1);
+        step(&mut c, &["LOCK.RELEASE", "l", "alice"], 0);
+        step(&mut c, &["RWLOCK.RLOCK", "rw", "alice", "60000"], 1);
+        step(&mut c, &["RWLOCK.RUNLOCK", "rw", "alice"], 1);
+        step(&mut c, &["SEM.ACQUIRE", "s", "alice", "2", "60000"], 1);
+        step(&mut c, &["SEM.RELEASE", "s", "alice"], 1);
+        step(&mut c, &["FENCE.NEXT", "f"], 1);
+    }
+}

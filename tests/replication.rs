@@ -393,3 +393,76 @@ fn a_replica_reports_a_lease_past_its_deadline_as_over() {
     assert_eq!(rw_held(&mut r, "rw").who(), who(&[("long", "read")]));
     assert_eq!(rw_held(&mut m, "rw").who(), who(&[("long", "read")]));
 }
+
+/// Changes of every kind on keys tagged `tag`: a grant, a re-entry and a release (to free)
+/// of another grant. Returns the keys that stay held.
+fn change_all(m: &mut redis::Connection, tag: &str) -> Vec<(&'static dyn LockKind, String)> {
+    let mut held = vec![];
+    for kind in KINDS {
+        let key = kind.key(&format!("{tag}-held"));
+        kind.grant(m, &key, "alice", LONG_TTL);
+        kind.reenter(m, &key, "alice", 2 * LONG_TTL);
+        let freed = kind.key(&format!("{tag}-freed"));
+        kind.grant(m, &freed, "bob", LONG_TTL);
+        kind.release(m, &freed, "bob");
+        held.push((*kind, key));
+    }
+    held
+}
+
+fn stat(c: &mut redis::Connection, section: &str, field: &str) -> i64 {
+    info(c, section).get(field).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("INFO {section} has no {field}"))
+}
+
+#[track_caller]
+fn assert_same_keys(m: &mut redis::Connection, r: &mut redis::Connection, keys: &[(&'static dyn LockKind, String)], what: &str) {
+    for (kind, key) in keys {
+        assert_replica_same(*kind, m, r, key, what);
+    }
+    assert_eq!(digest(r), digest(m), "DEBUG DIGEST {what}");
+}
+
+/// A master builds no effect while nothing can read it (no replica, no backlog, no AOF).
+/// A replica that attaches later misses nothing; one that loses its link continues with
+/// a partial resync carrying every change made meanwhile; and once the backlog is freed
+/// (no replica for `repl-backlog-ttl`), a new replica again misses nothing.
+#[test]
+fn late_replicas_and_partial_resyncs_miss_no_change() {
+    let master = Server::start(MASTER);
+    let mut m = master.conn();
+    build_all(&mut m);
+    let mut keys = change_all(&mut m, "alone");
+    let mut replica = start_synced_replica(&master);
+    let mut r = replica.conn();
+    assert_same_keys(&mut m, &mut r, &keys, "after a full sync of changes nobody streamed");
+    assert_replica_same_all(&mut m, &mut r, "after a full sync of changes nobody streamed");
+
+    keys.extend(change_all(&mut m, "streamed"));
+    await_sync(&master, &replica);
+    assert_same_keys(&mut m, &mut r, &keys, "streamed");
+
+    // The link breaks; the replica comes back with a partial resync from the backlog.
+    let (partial, full) = (stat(&mut m, "stats", "sync_partial_ok"), stat(&mut m, "stats", "sync_full"));
+    ok(&mut m, &["CLIENT", "KILL", "TYPE", "replica"]);
+    keys.extend(change_all(&mut m, "resync"));
+    await_sync(&master, &replica);
+    assert_eq!(stat(&mut m, "stats", "sync_partial_ok"), partial + 1, "the replica came back with a partial resync");
+    assert_eq!(stat(&mut m, "stats", "sync_full"), full, "no full sync");
+    assert_same_keys(&mut m, &mut r, &keys, "after a partial resync");
+
+    // No replica for a second: the master frees its backlog, and nothing reads effects.
+    replica.kill9();
+    ok(&mut m, &["CONFIG", "SET", "repl-backlog-ttl", "1"]);
+    wait_until(Duration::from_secs(20), "the master frees its backlog", || {
+        stat(&mut m, "replication", "repl_backlog_active") == 0
+    });
+    // The module looks for a stream at most once a second.
+    let_time_pass(1_100);
+    keys.extend(change_all(&mut m, "freed"));
+    let replica = start_synced_replica(&master);
+    let mut r = replica.conn();
+    assert_same_keys(&mut m, &mut r, &keys, "a new replica after the backlog was freed");
+    keys.extend(change_all(&mut m, "new"));
+    await_sync(&master, &replica);
+    assert_same_keys(&mut m, &mut r, &keys, "streamed to the new replica");
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::machinery::clock::now_ms;
-use crate::machinery::{expiry, keyspace, store, waiting};
+use crate::machinery::{effects, expiry, keyspace, store, waiting};
 use crate::ffi::{self, Db, ServerEvents};
 
 /// How long one pass may spend ending leases before yielding to the event loop, and how
@@ -74,6 +74,7 @@ impl ServerEvents for Events {
         if ffi::avoid_replica_traffic() {
             return;
         }
+        effects::look_for_stream(ctx, now_ms());
         let mut settled = false;
         if expiry::wants_attention(now_ms()) && ctx.get_flags().contains(ContextFlags::MASTER) {
             settled = end_due_leases(ctx);
@@ -91,7 +92,12 @@ impl ServerEvents for Events {
     }
 
     fn role_changed(ctx: &Context) {
+        effects::stream_may_exist();
         expiry::rearm(ctx);
+    }
+
+    fn stream_may_exist() {
+        effects::stream_may_exist();
     }
 
     fn flushing(db: Option<Db>) {
