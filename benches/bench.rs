@@ -15,10 +15,20 @@
 //! counting semaphore (`SEM.*`) against a Redisson-style semaphore with expirable
 //! permits in Lua whose waiters subscribe to its channel and retry.
 //!
+//! Like with like: figure 1 sets fresh grants against successful `SET NX PX` and the
+//! holder's release against the compare-and-delete `EVALSHA`, on names never used
+//! before. Figure 2 is contention on one lock at 4, 16, 64 and 256 clients (handoffs/s,
+//! server CPU per handoff, p99 and longest wait, clients served). Figure 8 is server CPU
+//! per request of each fencelock command against the native command with the same
+//! outcome (a fresh grant against a successful `SET NX PX`, a refused acquire against a
+//! failing one, `LOCK.RELEASE` against the `EVALSHA` compare-and-delete), pipelined on
+//! exact keys, on three fresh servers: plain, `appendonly yes` (everysec), and with one
+//! replica attached (the master's CPU only).
+//!
 //! `BENCH_QUICK=1` (what `make test` runs) uses tiny sizes so the harness can't rot: it
 //! exercises every contender and figure, asserts no timings, and fails (non-zero exit)
 //! on any wrong result. `BENCH_ONLY=1,3` runs only some figures (for development;
-//! `BENCH_ONLY=7` is the semaphore figure).
+//! `BENCH_ONLY=7` is the semaphore figure, `BENCH_ONLY=8` the like-with-like CPU figure).
 //!
 //! Figure 6 is the module's cost on commands that are not its own (native `SET ... PX`
 //! and `GET`), on three fresh servers: without the module, with it loaded but unused,
@@ -40,6 +50,8 @@ mod fig5;
 mod fig6;
 #[path = "support/fig7.rs"]
 mod fig7;
+#[path = "support/fig8.rs"]
+mod fig8;
 #[path = "support/report.rs"]
 mod report;
 #[path = "support/server.rs"]
@@ -94,6 +106,12 @@ pub struct Config {
     /// Length of a 7b or 7c round, and the work done while holding a permit.
     pub fig7_round: Duration,
     pub fig7_work: Duration,
+    /// Figure 8 (server CPU per request, like with like): rounds per setup, connections,
+    /// requests per pipeline, and requests per measurement (over all connections).
+    pub fig8_rounds: usize,
+    pub fig8_conns: usize,
+    pub fig8_batch: usize,
+    pub fig8_requests: usize,
 }
 
 impl Config {
@@ -104,8 +122,8 @@ impl Config {
             fig1_conns: 50,
             fig1_phase: Duration::from_millis(250),
             fig2_rounds: 3,
-            fig2_round: Duration::from_millis(2000),
-            fig2_clients: vec![16, 64],
+            fig2_round: Duration::from_millis(1500),
+            fig2_clients: vec![4, 16, 64, 256],
             fig3_rounds: 3,
             fig3_pairs: 4,
             fig3_budget: Duration::from_millis(1200),
@@ -131,6 +149,10 @@ impl Config {
             fig7_limit: 8,
             fig7_round: Duration::from_millis(1500),
             fig7_work: Duration::from_micros(100),
+            fig8_rounds: 9,
+            fig8_conns: 4,
+            fig8_batch: 100,
+            fig8_requests: 60_000,
         }
     }
 
@@ -168,6 +190,10 @@ impl Config {
             fig7_limit: 8,
             fig7_round: Duration::from_millis(200),
             fig7_work: Duration::from_micros(100),
+            fig8_rounds: 1,
+            fig8_conns: 2,
+            fig8_batch: 50,
+            fig8_requests: 1_000,
         }
     }
 }
@@ -201,24 +227,49 @@ fn goals(figures: &[Figure]) -> Vec<Goal> {
             });
         }
     }
-    for id in ["2a", "2b"] {
-        if let Some(f) = find(figures, id) {
-            let poll = "SET NX PX, retry every 1 ms";
-            let h = f.value(fence, 0) / f.value(poll, 0);
-            let cmds = f.value(fence, 2);
-            let clients = f.title.split_whitespace().nth(1).unwrap_or("?").to_string();
-            out.push(Goal {
-                goal: format!("contended handoffs ≥ 10× the 1 ms polling client, ≤ 3 commands per handoff ({clients} clients)"),
-                measured: format!(
-                    "{} ({} vs {}), {} commands per handoff",
-                    fmt_ratio(h),
-                    fmt_value(Unit::Rate, f.value(fence, 0)),
-                    fmt_value(Unit::Rate, f.value(poll, 0)),
-                    fmt_value(Unit::Count, cmds)
-                ),
-                met: h >= 10.0 && cmds <= 3.0,
-            });
-        }
+    // Figure 2, one figure per client count: 2a, 2b, ... in the order of fig2_clients.
+    let contention: Vec<(usize, &Figure)> =
+        figures.iter().filter_map(|f| fig2::clients_of(f).map(|n| (n, f))).collect();
+    if let Some((_, f)) = contention.iter().find(|(n, _)| *n == 64) {
+        let poll = "SET NX PX, retry every 1 ms";
+        let h = f.value(fence, 0) / f.value(poll, 0);
+        out.push(Goal {
+            goal: "contended handoffs/s ≥ 1.5× the 1 ms polling client (64 clients on one lock)".into(),
+            measured: format!(
+                "{} ({} vs {})",
+                fmt_ratio(h),
+                fmt_value(Unit::Rate, f.value(fence, 0)),
+                fmt_value(Unit::Rate, f.value(poll, 0))
+            ),
+            met: h >= 1.5,
+        });
+    }
+    if contention.len() >= 2 {
+        // Server CPU per handoff (metric 4) of fencelock at each client count.
+        let cpu: Vec<(usize, f64)> = contention.iter().map(|(n, f)| (*n, f.value(fence, 4))).collect();
+        let hi = cpu.iter().map(|c| c.1).fold(f64::NAN, f64::max);
+        let lo = cpu.iter().map(|c| c.1).fold(f64::NAN, f64::min);
+        let spread = hi / lo;
+        out.push(Goal {
+            goal: format!(
+                "server CPU per handoff flat (within ±20%: max/min ≤ 1.2) from {} to {} clients on one lock",
+                cpu[0].0,
+                cpu[cpu.len() - 1].0
+            ),
+            measured: format!(
+                "max/min {} ({})",
+                fmt_ratio(spread),
+                cpu.iter().map(|(n, v)| format!("{n}: {}", fmt_value(Unit::Micros, *v))).collect::<Vec<_>>().join(", ")
+            ),
+            met: spread <= 1.2,
+        });
+        // Commands per handoff (metric 2), the worst client count.
+        let cmds = contention.iter().map(|(_, f)| f.value(fence, 2)).fold(f64::NAN, f64::max);
+        out.push(Goal {
+            goal: "≤ 3 commands per contended handoff at every client count".into(),
+            measured: format!("at most {}", fmt_value(Unit::Count, cmds)),
+            met: cmds <= 3.0,
+        });
     }
     if let Some(f) = find(figures, "3a") {
         let p99 = f.value(fence, 1);
@@ -255,6 +306,42 @@ fn goals(figures: &[Figure]) -> Vec<Goal> {
                     fmt_value(Unit::Micros, f.value(fig6::CASES[0], 0))
                 ),
                 met: x <= limit,
+            });
+        }
+    }
+    // Figure 8: the goals, on the paired per-round ratios (median), in every setup.
+    let like: Vec<(fig8::Setup, &Figure)> =
+        fig8::Setup::ALL.iter().filter_map(|s| find(figures, s.id()).map(|f| (*s, f))).collect();
+    if !like.is_empty() {
+        use fig8::Pair;
+        // (goal, pair, metric: 2 = CPU ratio, 3 = rate ratio, limit, whether the ratio must stay at or below it)
+        let rows: [(&str, Pair, usize, f64, bool); 5] = [
+            ("fresh grant: `LOCK.ACQUIRE` server CPU per request ≤ a successful `SET NX PX`'s", Pair::Fresh, 2, 1.0, true),
+            ("busy acquire: `LOCK.ACQUIRE` server CPU per request ≤ a failing `SET NX PX`'s", Pair::Busy, 2, 1.0, true),
+            ("release: `LOCK.RELEASE` server CPU per request ≤ 0.5× the compare-and-delete `EVALSHA`'s", Pair::Release, 2, 0.5, true),
+            ("pipelined release throughput ≥ 2× the compare-and-delete `EVALSHA`'s", Pair::Release, 3, 2.0, false),
+            ("pipelined acquire (fresh grant) throughput ≥ 0.95× `SET NX PX`'s", Pair::Fresh, 3, 0.95, false),
+        ];
+        for (goal, pair, m, limit, at_most) in rows {
+            let mut met = true;
+            let mut parts = vec![];
+            for (setup, f) in &like {
+                let [fence, native] = pair.rows();
+                let x = f.value(fence, m);
+                met &= if at_most { x <= limit } else { x >= limit };
+                let unit = if m == 2 { Unit::Micros } else { Unit::Rate };
+                parts.push(format!(
+                    "{} {} ({} vs {})",
+                    setup.short(),
+                    fmt_ratio(x),
+                    fmt_value(unit, f.value(fence, m - 2)),
+                    fmt_value(unit, f.value(native, m - 2))
+                ));
+            }
+            out.push(Goal {
+                goal: format!("{goal} (figure 8, every setup)"),
+                measured: format!("{}; paired per round, median", parts.join(", ")),
+                met,
             });
         }
     }
@@ -330,6 +417,11 @@ fn main() {
         let t = Instant::now();
         figures.extend(fig6::run(&cfg));
         section("6", t);
+    }
+    if want("8") {
+        let t = Instant::now();
+        figures.extend(fig8::run(&cfg));
+        section("8", t);
     }
     figures.sort_by(|a, b| a.id.cmp(&b.id));
 

@@ -1,7 +1,9 @@
-//! Figure 2: contention. N clients on one lock, each looping acquire, a tiny critical
-//! section, release, for a fixed time. Counts handoffs (a grant to another client than
-//! the previous holder), grants, every command each client sends (failed retries,
-//! SUBSCRIBE/UNSUBSCRIBE included), pub/sub messages received, and the server's CPU.
+//! Figure 2: contention. N clients on one lock (4, 16, 64 and 256 in the full run), each
+//! looping acquire, a tiny critical section, release, for a fixed time. Counts handoffs
+//! (a grant to another client than the previous holder), grants, every command each
+//! client sends (failed retries, SUBSCRIBE/UNSUBSCRIBE included), pub/sub messages
+//! received, the server's CPU, each acquire's wait (from the start of the client's
+//! attempt to its grant) and how many distinct clients got the lock at all.
 //!
 //! Mutual exclusion is checked in the process: a grant while another client holds the
 //! lock stops the benchmark, and so do fencelock tokens that do not increase.
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::clients::{Scripts, WaitClient, Waiting};
 use crate::report::{info_metric, metric, Cell, Figure, Unit};
 use crate::server::Server;
-use crate::util::{dbsize, server_cpu, sleep_until, uuid_like};
+use crate::util::{dbsize, max, micros, percentile, server_cpu, sleep_until, uuid_like};
 use crate::Config;
 
 const TTL: u64 = 30_000;
@@ -27,6 +29,10 @@ struct Outcome {
     cpu_s: f64,
     secs: f64,
     served: usize,
+    /// p99 of the waits of this round, µs.
+    p99_wait_us: f64,
+    max_wait_us: f64,
+    waits: usize,
 }
 
 struct ThreadOutcome {
@@ -35,6 +41,17 @@ struct ThreadOutcome {
     cmds: u64,
     msgs: u64,
     tokens: Vec<(u64, i64)>,
+    /// µs from the start of each acquire attempt to its grant; an attempt still waiting
+    /// when the round ends counts with its wait so far (a lower bound).
+    waits: Vec<f64>,
+}
+
+/// The client count of a figure-2 figure (its title says it).
+pub fn clients_of(f: &Figure) -> Option<usize> {
+    if !f.id.starts_with('2') {
+        return None;
+    }
+    f.title.strip_prefix("Contention: ")?.split_whitespace().next()?.parse().ok()
 }
 
 /// A critical section that does (almost) nothing.
@@ -63,9 +80,13 @@ fn round(server: &Server, kind: Waiting, clients: usize, dur: Duration, scripts:
                 go.wait();
                 let stop = stop_at.lock().unwrap().expect("stop time set");
                 client.count_until = stop;
-                let mut out = ThreadOutcome { grants: 0, handoffs: 0, cmds: 0, msgs: 0, tokens: vec![] };
+                let mut out = ThreadOutcome { grants: 0, handoffs: 0, cmds: 0, msgs: 0, tokens: vec![], waits: vec![] };
                 while Instant::now() < stop {
-                    let Some(g) = client.acquire(&key, stop) else { break };
+                    let asked = Instant::now();
+                    let got = client.acquire(&key, stop);
+                    let granted = got.as_ref().map_or(stop, |g| g.at.min(stop));
+                    out.waits.push(micros(granted.saturating_duration_since(asked)));
+                    let Some(g) = got else { break };
                     let other = holder.swap(me, SeqCst);
                     if other != 0 {
                         panic!("WRONG RESULT: {}: lock granted to client {me} while client {other} holds it", kind.name());
@@ -116,7 +137,8 @@ fn round(server: &Server, kind: Waiting, clients: usize, dur: Duration, scripts:
     let left = dbsize(&mut con);
     assert_eq!(left, 0, "WRONG RESULT: {}: the lock's key is still there after every client released it", kind.name());
 
-    let mut o = Outcome { cpu_s: cpu1 - cpu0, secs, ..Default::default() };
+    let waits: Vec<f64> = outs.iter().flat_map(|o| o.waits.iter().cloned()).collect();
+    let mut o = Outcome { cpu_s: cpu1 - cpu0, secs, p99_wait_us: percentile(&waits, 99.0), max_wait_us: max(&waits), waits: waits.len(), ..Default::default() };
     for t in &outs {
         o.grants += t.grants;
         o.handoffs += t.handoffs;
@@ -124,6 +146,7 @@ fn round(server: &Server, kind: Waiting, clients: usize, dur: Duration, scripts:
         o.msgs += t.msgs;
         o.served += (t.grants > 0) as usize;
     }
+    assert!(o.waits > 0 && o.p99_wait_us.is_finite(), "{}: no acquire was timed", kind.name());
     assert!(o.grants > 0, "WRONG RESULT: {}: no client got the lock in a {dur:?} round", kind.name());
     o
 }
@@ -139,7 +162,7 @@ pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> 
                 let o = round(server, kind, n, cfg.fig2_round, scripts, &format!("f2:{r}:{si}:{ci}"));
                 server.assert_alive();
                 eprintln!(
-                    "  fig 2 round {}/{} {n:>2} clients: {:<52} handoffs {:>7.0}/s grants {:>7.0}/s cmds/handoff {:>8.2} cpu/handoff {:>8.1} µs served {}",
+                    "  fig 2 round {}/{} {n:>3} clients: {:<52} handoffs {:>7.0}/s grants {:>7.0}/s cmds/handoff {:>8.2} cpu/handoff {:>8.1} µs p99 wait {:>9.0} µs served {}",
                     r + 1,
                     cfg.fig2_rounds,
                     kind.name(),
@@ -147,6 +170,7 @@ pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> 
                     o.grants as f64 / o.secs,
                     o.cmds as f64 / o.handoffs.max(1) as f64,
                     o.cpu_s * 1e6 / o.handoffs.max(1) as f64,
+                    o.p99_wait_us,
                     o.served
                 );
                 results[si][ci].push(o);
@@ -167,6 +191,8 @@ pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> 
                     metric("commands sent per handoff", Unit::Count, false),
                     metric("commands sent per grant", Unit::Count, false),
                     metric("server CPU per handoff", Unit::Micros, false),
+                    metric("p99 wait", Unit::Micros, false),
+                    metric("longest wait", Unit::Micros, false),
                     info_metric("pub/sub messages per handoff", Unit::Count),
                     info_metric("clients served", Unit::Count),
                 ],
@@ -182,6 +208,8 @@ pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> 
                         Some(per_handoff(|o| o.cmds as f64)),
                         Some(Cell::median_of(os.iter().map(|o| o.cmds as f64 / o.grants.max(1) as f64).collect())),
                         Some(per_handoff(|o| o.cpu_s * 1e6)),
+                        Some(Cell::median_of(os.iter().map(|o| o.p99_wait_us).collect())),
+                        Some(Cell::median_of(os.iter().map(|o| o.max_wait_us).collect())),
                         Some(per_handoff(|o| o.msgs as f64)),
                         Some(Cell::median_of(os.iter().map(|o| o.served as f64).collect())),
                     ],
@@ -192,6 +220,11 @@ pub fn run(cfg: &Config, server: &mut Server, scripts: &Scripts) -> Vec<Figure> 
                  is any acquire that succeeded (a client that takes the lock again right after releasing it makes a grant, \
                  not a handoff). Commands are counted in the client (every acquire attempt, release, SUBSCRIBE and \
                  UNSUBSCRIBE); server CPU is the `used_cpu_user + used_cpu_sys` delta of `INFO cpu` over the round. \
+                 Wait: from the moment a client starts an acquire (its first try) to the reply that grants it, retries and \
+                 pub/sub waits included; an acquire still waiting when the round ends counts with its wait so far (a lower \
+                 bound, so a contender that starves some clients cannot hide them); p99 and longest over every acquire of a \
+                 round, median over rounds. The p99 weighs acquires, not clients: a client that takes the lock again and \
+                 again while others starve makes many short waits, so read it beside the longest wait and clients served. \
                  Clients served: how many of the {n} clients got the lock at least once in a round.",
                 cfg.fig2_rounds,
                 cfg.fig2_round.as_millis()

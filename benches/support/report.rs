@@ -75,11 +75,21 @@ pub struct Figure {
     /// The first row is a baseline, not fencelock: the (N×) after a value is that value ÷
     /// the first row's, on every compared metric, instead of fencelock's advantage.
     pub ratio_to_first: bool,
+    /// No row leads (none is bold): rows that each say what they are.
+    pub plain_rows: bool,
 }
 
 impl Figure {
     pub fn new(id: &str, title: &str, metrics: Vec<Metric>) -> Figure {
-        Figure { id: id.into(), title: title.into(), notes: vec![], metrics, rows: vec![], ratio_to_first: false }
+        Figure {
+            id: id.into(),
+            title: title.into(),
+            notes: vec![],
+            metrics,
+            rows: vec![],
+            ratio_to_first: false,
+            plain_rows: false,
+        }
     }
 
     /// A figure whose first row is a baseline: its (N×) are row ÷ first row.
@@ -254,7 +264,7 @@ impl Report {
             }
             s.push('\n');
             for (r, (name, cells)) in f.rows.iter().enumerate() {
-                if r == 0 {
+                if r == 0 && !f.plain_rows {
                     let _ = write!(s, "| **{name}** |");
                 } else {
                     let _ = write!(s, "| {name} |");
@@ -266,7 +276,7 @@ impl Report {
                         }
                         Some(c) => {
                             let mut text = fmt_value(f.metrics[m].unit, c.value);
-                            if r == 0 && f.metrics[m].compare {
+                            if r == 0 && f.metrics[m].compare && !f.plain_rows {
                                 text = format!("**{text}**");
                             }
                             if let Some(a) = f.advantage(r, m).or_else(|| f.ratio(r, m)) {

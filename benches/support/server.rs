@@ -21,6 +21,16 @@ pub fn start() -> Server {
     options().start()
 }
 
+/// A server with the module and extra config lines (figure 8's setups).
+pub fn start_with(config: &[&str]) -> Server {
+    options().config(config).start()
+}
+
+/// A replica of `master`, with the module.
+pub fn start_replica_of(master: &Server) -> Server {
+    options().replica_of(master).start()
+}
+
 /// The same server without the module (the baseline of figure 6).
 pub fn start_plain() -> Server {
     options().without_module().start()
