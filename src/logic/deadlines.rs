@@ -55,10 +55,14 @@ impl Deadlines {
         }
     }
 
-    /// Moves a key's entry from `old` to `new`, either of which may be absent.
-    pub fn replace(&mut self, db: Db, key: &[u8], old: Option<Millis>, new: Option<Millis>) {
-        if old == new {
-            return;
+    /// Moves a key's entry from `old` to `new`, either of which may be absent. A deadline
+    /// that only grows (a re-entry, an extend) keeps its entry: it falls due early, and the
+    /// glue, which checks the key of every due entry, tracks the real deadline then. A
+    /// lease renewed again and again so costs no index work until its first deadline.
+    /// Returns whether the index changed.
+    pub fn replace(&mut self, db: Db, key: &[u8], old: Option<Millis>, new: Option<Millis>) -> bool {
+        if old == new || matches!((old, new), (Some(old), Some(new)) if new > old) {
+            return false;
         }
         if let Some(d) = old {
             self.remove(d, db, key);
@@ -66,6 +70,7 @@ impl Deadlines {
         if let Some(d) = new {
             self.insert(d, db, key);
         }
+        true
     }
 
     pub fn earliest(&self) -> Option<Millis> {
@@ -150,15 +155,26 @@ mod tests {
     }
 
     #[test]
-    fn replace_moves_an_entry_and_removing_a_missing_one_is_harmless() {
+    fn replace_moves_an_entry_earlier_or_out_and_removing_a_missing_one_is_harmless() {
+        let mut d = Deadlines::default();
+        d.replace(0, b"k", None, Some(50));
+        d.replace(0, b"k", Some(50), Some(10));
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.earliest(), Some(10));
+        d.replace(0, b"k", Some(10), None);
+        d.remove(10, 0, b"k");
+        assert_eq!(d.len(), 0);
+    }
+
+    #[test]
+    fn a_deadline_that_grows_keeps_its_entry_until_it_falls_due() {
         let mut d = Deadlines::default();
         d.replace(0, b"k", None, Some(10));
         d.replace(0, b"k", Some(10), Some(50));
-        assert_eq!(d.len(), 1);
-        assert_eq!(d.earliest(), Some(50));
-        d.replace(0, b"k", Some(50), None);
-        d.remove(50, 0, b"k");
-        assert_eq!(d.len(), 0);
+        d.replace(0, b"k", Some(50), Some(90));
+        assert_eq!((d.len(), d.earliest()), (1, Some(10)), "no index work while the lease grows");
+        assert_eq!(d.take_due(10, 10), vec![(0, b"k"[..].into())], "due at the first deadline, for a re-check");
+        assert!(d.is_empty());
     }
 
     #[test]

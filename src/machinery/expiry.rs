@@ -41,8 +41,7 @@ pub fn track(ctx: &Context, key: &[u8], old: Option<Millis>, new: Option<Millis>
         return;
     }
     let db = ffi::selected_db(ctx);
-    with(|e| e.deadlines.replace(db, key, old, new));
-    if new.is_some() {
+    if with(|e| e.deadlines.replace(db, key, old, new)) && new.is_some() {
         arm(ctx);
     }
 }
