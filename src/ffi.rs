@@ -71,24 +71,14 @@ pub fn replication_stream_exists(ctx: &Context) -> bool {
     }
 }
 
-/// Marks `key` ready so Redis retries the clients blocked on it. Raw: no crate wrapper.
-pub fn signal_key_ready(ctx: &Context, key: &RedisString) {
-    // SAFETY: live context and key string.
-    unsafe {
-        if let Some(signal) = raw::RedisModule_SignalKeyAsReady {
-            signal(ctx.ctx, key.inner);
-        }
-    }
-}
-
 // ---- blocking on keys --------------------------------------------------------------
 
 /// The private value of a client blocked on a key: what its callbacks do.
 pub trait Blocked: Sized + 'static {
-    /// The key was signalled ready: true when this answered the client (it unblocks),
-    /// false to keep it blocked.
+    /// Redis retried the client because something signalled its key ready: true when
+    /// this answered the client (it unblocks), false to keep it blocked.
     fn ready(&self, ctx: &Context) -> bool;
-    /// The timeout passed, or `CLIENT UNBLOCK`: must answer the client.
+    /// The timeout passed, `CLIENT UNBLOCK`, or `unblock`: must answer the client.
     fn timed_out(&self, ctx: &Context);
     /// The client disconnected while blocked.
     fn disconnected(&self);
@@ -96,10 +86,20 @@ pub trait Blocked: Sized + 'static {
     fn freed(self);
 }
 
-/// Blocks the calling client on `key` until `T::ready` answers or `timeout_ms` pass (0:
-/// no limit). Raw: the crate's blocking API cannot block on keys, which is what gives
-/// arrival order, time-outs, `CLIENT UNBLOCK` and cluster redirection for free.
-pub fn block_on_key<T: Blocked>(ctx: &Context, key: &RedisString, timeout_ms: i64, private: T) -> Result<(), T> {
+/// A client blocked by `block_on_key`, to answer from outside its callbacks.
+#[derive(Clone, Copy, Debug)]
+pub struct BlockedClient(*mut raw::RedisModuleBlockedClient);
+
+// SAFETY: a handle Redis gave us, used only on the main thread; the waiting queue that
+// keeps it sits in a static (hence `Sync`) but is never touched from another thread.
+unsafe impl Send for BlockedClient {}
+unsafe impl Sync for BlockedClient {}
+
+/// Blocks the calling client on `key` until `T::ready` answers, `answer_blocked` answers
+/// for it, or `timeout_ms` pass (0: no limit). Raw: the crate's blocking API cannot block
+/// on keys, which is what gives `CLIENT UNBLOCK`, time-outs and cluster redirection as
+/// Redis does them for its own blocking commands.
+pub fn block_on_key<T: Blocked>(ctx: &Context, key: &RedisString, timeout_ms: i64, private: T) -> Result<BlockedClient, T> {
     // SAFETY: the client is blocked with a pointer that only our callbacks below see;
     // they cast it back to `T`, and `free` reclaims it once.
     unsafe {
@@ -118,8 +118,23 @@ pub fn block_on_key<T: Blocked>(ctx: &Context, key: &RedisString, timeout_ms: i6
             Box::into_raw(Box::new(private)).cast(),
         );
         on_disconnect(bc, Some(blocked_disconnected::<T>));
+        Ok(BlockedClient(bc))
     }
-    Ok(())
+}
+
+/// Unblocks a client blocked by `block_on_key` from a main-thread context other than
+/// its callbacks, so that Redis never has to retry every client blocked on the key to
+/// find the one to serve. Redis answers a client blocked on keys and unblocked so
+/// through its timeout callback, at once (documented for `RedisModule_UnblockClient`):
+/// `T::timed_out` must find the answer left for it. Raw: no crate wrapper.
+pub fn unblock(client: BlockedClient) {
+    // SAFETY: `client` is still blocked: its ticket was queued until now and leaves the
+    // queue on every other way out (time-out, disconnection, free).
+    unsafe {
+        if let Some(unblock) = raw::RedisModule_UnblockClient {
+            unblock(client.0, ptr::null_mut());
+        }
+    }
 }
 
 unsafe fn blocked_private<'a, T>(ctx: *mut raw::RedisModuleCtx) -> Option<&'a T> {

@@ -10,9 +10,9 @@
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use redis_module::{raw, Context, RedisString, RedisValue};
+use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
 
-use crate::machinery::keyspace;
+use crate::machinery::{keyspace, waiting};
 use crate::error::{Error, Result};
 use crate::ffi;
 
@@ -90,10 +90,18 @@ pub struct Command {
 }
 
 /// Runs a command handler so that a panic answers an error instead of taking the server
-/// down with it.
+/// down with it; then serves the waiters its change let in, in the same command (so
+/// their grants propagate with it, and before the next command runs). Inside MULTI/EXEC
+/// or a script they are served after it, in the before-sleep pass, as Redis serves the
+/// clients blocked on its own keys after a transaction: the transaction sees the lock
+/// free with waiters.
 pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> redis_module::RedisResult {
     keyspace::subscribe_once();
-    match catch_unwind(AssertUnwindSafe(|| handler(ctx, args))) {
+    let result = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
+    if !ctx.get_flags().intersects(ContextFlags::MULTI | ContextFlags::LUA) {
+        waiting::serve_ready(ctx);
+    }
+    match result {
         Ok(result) => result.map_err(Into::into),
         Err(panic) => {
             let what = panic

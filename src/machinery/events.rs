@@ -85,7 +85,9 @@ impl ServerEvents for Events {
             settle_keys(ctx, noted, now_ms());
             settled = true;
         }
-        // Clients this pass signalled are served on the next one.
+        settled |= waiting::serve_ready(ctx);
+        // Redis sends the replies of clients answered here when it next handles unblocked
+        // clients, which newer servers do before this hook: go round once more at once.
         if settled {
             expiry::wake(ctx);
         }

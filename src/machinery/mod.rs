@@ -4,9 +4,11 @@
 //! - `clock`: the server's wall clock and the token clock.
 //! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
 //!   kinds, and what a blocked acquire must be able to do (`Request`).
-//! - `effects`: replicated effects; `commands`: the command table and its registration.
+//! - `effects`: replicated effects.
 //! - `expiry`: the expiry index and the timer that wakes the event loop for it.
-//! - `waiting`: clients blocked on a key, in arrival order.
+//! - `waiting`: clients blocked on a key, in arrival order, served by the module.
+//! - `commands`: the command table, its registration, and the entry every command runs
+//!   through (which serves the waiters the command let in).
 //! - `store`: the one way a key of any kind is read, changed, stored, propagated and
 //!   settled.
 //! - `keyspace`, `events`: what Redis tells the module (server events, keyspace events),

@@ -1,40 +1,58 @@
 //! Server-side waits: clients blocked on a lock key, granted in arrival order.
 //!
 //! A waiting acquire blocks with `RedisModule_BlockClientOnKeys` and a ticket holding
-//! its `Request`; its id joins the key's queue. When the lock frees (release, lease end,
-//! the key removed or flushed), the key is signalled ready and Redis retries the blocked
-//! clients in the order they blocked; only the ticket at the front of our queue may take
-//! the lock, in its own callback, which propagates the grant like any command.
+//! its `Request`; its id joins the key's queue. When the lock may let someone in (a
+//! release, a lease end, the key removed or flushed, a waiter leaving), the key is marked
+//! ready and, once the change that caused it is complete (at the end of the command, or
+//! in the before-sleep pass for changes outside commands), the module serves the queue
+//! itself: the front waiter's request is tried in that context, which propagates the
+//! grant like any change, and the client is answered and unblocked directly; then the
+//! next, until one must wait. Redis is never asked to retry the clients blocked on the
+//! key, which would call every one of them on every handoff: a handoff costs the same
+//! with 4 waiters or 256.
 //!
-//! Redis handles the time-out, `CLIENT UNBLOCK` (answered nil) and disconnection; each
-//! takes the ticket out of the queue at once, so the front is always a live client.
+//! Blocking on the key still matters: Redis handles the time-out, `CLIENT UNBLOCK`
+//! (answered nil) and disconnection (each takes the ticket out of the queue at once, so
+//! the front is always a live client) and redirects the client in a cluster as it does
+//! for its own blocking commands; should Redis retry the client anyway (something
+//! created the key), the ticket's `ready` serves it if it is at the front.
 //!
-//! Redis 7.0 retries clients blocked on a key only while the key exists, so a lock with
-//! waiters keeps its key even when free (`store`). Keys that need care outside a command
-//! (removed, flushed, a waiter left) are noted here and settled by `events` just before
-//! the event loop sleeps, which is still before Redis serves blocked clients and writes
-//! any reply: a waiter is granted in the same turn as the change that freed the lock.
+//! Keys that need care outside a command (removed, flushed, a waiter left) are noted
+//! here and settled by `events` just before the event loop sleeps.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use redis_module::{Context, ContextFlags, RedisString, RedisValue};
+use redis_module::{Context, ContextFlags, RedisError, RedisString, RedisValue};
 
 use crate::machinery::kind::Request;
 use crate::error::{Error, Result};
-use crate::ffi::{self, Blocked, Db};
+use crate::ffi::{self, Blocked, BlockedClient, Db};
 use crate::logic::waiters::{WaitQueue, WaiterId};
-use crate::logic::{Millis, MAX_TTL_MS};
+use crate::logic::{Millis, Token, MAX_TTL_MS};
 
-type Queue = WaitQueue<Arc<dyn Request>>;
+/// A queued client: what it asked for, and how to answer it from outside its callbacks.
+struct Waiter {
+    request: Arc<dyn Request>,
+    client: BlockedClient,
+    answer: Arc<Answer>,
+}
+
+/// The answer for a waiter served by the module, left for its timeout callback, which
+/// is how Redis has a client blocked on keys answered when the module unblocks it.
+#[derive(Default)]
+struct Answer(Mutex<Option<std::result::Result<Token, RedisError>>>);
+
+type Queue = WaitQueue<Waiter>;
 
 #[derive(Default)]
 struct Waiters {
-    /// Per database, per key name. Looked up on every retry of every blocked client, so
-    /// by borrowed name, without building a key.
+    /// Per database, per key name, looked up by borrowed name without building a key.
     queues: HashMap<Db, HashMap<Box<[u8]>, Queue>>,
     /// Keys to settle before the event loop sleeps.
     noted: Vec<(Db, Box<[u8]>)>,
+    /// Keys whose queue to serve once the change in progress is complete.
+    ready: Vec<(Db, Box<[u8]>)>,
     last_id: WaiterId,
 }
 
@@ -72,7 +90,7 @@ pub fn count(db: Db, key: &[u8]) -> usize {
 /// What the first waiter on `key` asked for (its kind is what a removed key must come
 /// back as).
 pub fn front(db: Db, key: &[u8]) -> Option<Arc<dyn Request>> {
-    with(|w| w.queue(db, key).and_then(|q| q.front().map(|(_, request)| Arc::clone(request))))
+    with(|w| w.queue(db, key).and_then(|q| q.front().map(|(_, waiter)| Arc::clone(&waiter.request))))
 }
 
 /// True when someone queued ahead of `waiter` (or, for a newcomer, anyone) waits on the
@@ -86,9 +104,65 @@ pub fn others_first(ctx: &Context, key: &RedisString, waiter: Option<WaiterId>) 
     })
 }
 
-/// Tells Redis to retry the clients blocked on `key`.
+/// The lock at `key` (in the selected db) may let its waiters in: they are served once
+/// the change in progress is complete (`serve_ready`). Called with the key open, so it
+/// only marks.
 pub fn signal(ctx: &Context, key: &RedisString) {
-    ffi::signal_key_ready(ctx, key);
+    let db = ffi::selected_db(ctx);
+    with(|w| w.ready.push((db, key.as_slice().into())));
+}
+
+/// Serves the queues of the keys marked ready, each from its front until a waiter must
+/// wait: at the end of every command of ours, and in the before-sleep pass. True when it
+/// served any key. While Redis asks that nothing be written (a pause), the keys wait in
+/// the noted list for the pass after it.
+pub fn serve_ready(ctx: &Context) -> bool {
+    let mut ready = with(|w| std::mem::take(&mut w.ready));
+    if ready.is_empty() {
+        return false;
+    }
+    if ffi::avoid_replica_traffic() {
+        with(|w| w.noted.extend(ready));
+        return false;
+    }
+    ready.sort_unstable();
+    ready.dedup();
+    let home = ffi::selected_db(ctx);
+    for (db, key) in ready {
+        if ffi::select_db(ctx, db) {
+            serve(ctx, db, &key);
+        }
+    }
+    ffi::select_db(ctx, home);
+    true
+}
+
+/// Grants the waiters on `key` (in the selected db, `db`) from the front, answering each
+/// client, until the front one must wait.
+fn serve(ctx: &Context, db: Db, key: &[u8]) {
+    let name = RedisString::create_from_slice(ctx.ctx, key);
+    loop {
+        let front = with(|w| {
+            let (id, waiter) = w.queue(db, key)?.front()?;
+            Some((id, Arc::clone(&waiter.request), waiter.client, Arc::clone(&waiter.answer)))
+        });
+        let Some((id, request, client, answer)) = front else { return };
+        let Some(outcome) = try_grant(ctx, &name, id, request.as_ref()) else { return };
+        with(|w| w.remove(db, key, id));
+        *answer.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.map_err(Into::into));
+        ffi::unblock(client);
+    }
+}
+
+/// Tries the waiter `id`'s request: `None` while it must wait, else its outcome.
+fn try_grant(ctx: &Context, key: &RedisString, id: WaiterId, request: &dyn Request) -> Option<Result<Token>> {
+    let tried = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| request.try_grant(ctx, key, Some(id))));
+    match tried {
+        Ok(Ok(Some(token))) => Some(Ok(token)),
+        Ok(Ok(None)) => None,
+        Ok(Err(e)) => Some(Err(e)),
+        Err(_) => Some(Err(Error::Internal("panic while granting a waiter".into()))),
+    }
 }
 
 /// An acquire: granted now, or (with `WAIT timeout`, where blocking is allowed) the
@@ -113,27 +187,25 @@ struct Ticket {
     db: Db,
     key: Box<[u8]>,
     request: Arc<dyn Request>,
+    answer: Arc<Answer>,
 }
 
 fn block(ctx: &Context, key: &RedisString, timeout: Millis, request: Arc<dyn Request>) -> Result<RedisValue> {
     let db = ffi::selected_db(ctx);
     let id = with(|w| {
         w.last_id += 1;
-        let id = w.last_id;
-        w.queues.entry(db).or_default().entry(key.as_slice().into()).or_default().push(id, Arc::clone(&request));
-        id
+        w.last_id
     });
     // Redis adds the timeout to its clock in a signed 64-bit sum; a timeout beyond any
     // lease (2^40 ms, 35 years) is "without limit" and must not overflow that sum.
     let timeout = if timeout > MAX_TTL_MS { 0 } else { timeout };
-    let ticket = Ticket { id, db, key: key.as_slice().into(), request };
-    match ffi::block_on_key(ctx, key, timeout, ticket) {
-        Ok(()) => Ok(RedisValue::NoReply),
-        Err(ticket) => {
-            with(|w| w.remove(db, &ticket.key, id));
-            Err(Error::Internal("blocking is not available".into()))
-        }
-    }
+    let answer = Arc::new(Answer::default());
+    let ticket = Ticket { id, db, key: key.as_slice().into(), request: Arc::clone(&request), answer: Arc::clone(&answer) };
+    // Nothing runs between blocking and queueing: both happen in this command.
+    let client = ffi::block_on_key(ctx, key, timeout, ticket).map_err(|_| Error::Internal("blocking is not available".into()))?;
+    let waiter = Waiter { request, client, answer };
+    with(|w| w.queues.entry(db).or_default().entry(key.as_slice().into()).or_default().push(id, waiter));
+    Ok(RedisValue::NoReply)
 }
 
 impl Ticket {
@@ -158,19 +230,19 @@ impl Blocked for Ticket {
             return false;
         }
         let key = RedisString::create_from_slice(ctx.ctx, &self.key);
-        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.request.try_grant(ctx, &key, Some(self.id))));
-        let reply = match served {
-            Ok(Ok(Some(token))) => Ok(RedisValue::Integer(token)),
-            Ok(Ok(None)) => return false,
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Internal("panic while granting a waiter".into())),
-        };
+        let Some(outcome) = try_grant(ctx, &key, self.id, self.request.as_ref()) else { return false };
+        let reply = outcome.map(RedisValue::Integer);
         with(|w| w.remove(self.db, &self.key, self.id));
         ctx.reply(reply.map_err(Into::into));
         true
     }
 
     fn timed_out(&self, ctx: &Context) {
+        // Served by the module (`serve`): the grant is made, the answer left here.
+        if let Some(answer) = self.answer.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            ctx.reply(answer.map(RedisValue::Integer));
+            return;
+        }
         self.leave();
         ctx.reply(Ok(RedisValue::Null));
     }
