@@ -1,6 +1,7 @@
 //! Argument parsing shared by the commands, in the redismodule-rs style:
 //! `let mut args = args.into_iter().skip(1); let key = args.next_arg()?; ... args.done()?`.
 
+use crate::ffi::Args;
 use redis_module::{NextArg, RedisString};
 
 use crate::error::{Error, Result};
@@ -19,7 +20,16 @@ pub fn parse_i64(bytes: &[u8]) -> Option<i64> {
     if !canonical {
         return None;
     }
-    std::str::from_utf8(bytes).ok()?.parse().ok()
+    // Accumulated negative, so that i64::MIN parses without overflow.
+    let mut value: i64 = 0;
+    for d in digits {
+        value = value.checked_mul(10)?.checked_sub(i64::from(d - b'0'))?;
+    }
+    if bytes[0] == b'-' {
+        Some(value)
+    } else {
+        value.checked_neg()
+    }
 }
 
 pub fn owner(arg: &RedisString) -> Result<&[u8]> {
@@ -75,7 +85,7 @@ fn timeout(arg: &RedisString) -> Result<Millis> {
 
 /// The arguments after the command name, with arity checked by Redis's rules
 /// (`exact` arguments, or up to `extra` optional ones after them).
-pub fn take(args: Vec<RedisString>, exact: usize, extra: usize) -> Result<std::iter::Skip<std::vec::IntoIter<RedisString>>> {
+pub fn take(args: Args, exact: usize, extra: usize) -> Result<std::iter::Skip<Args>> {
     let given = args.len().saturating_sub(1);
     if given < exact || given > exact + extra {
         return Err(Error::WrongArity);
@@ -110,7 +120,7 @@ pub enum Shape {
 }
 
 /// Parses a lock command's arguments, checking arity, then owner, ttl and WAIT in order.
-pub fn lock_call(args: Vec<RedisString>, shape: Shape) -> Result<LockCall> {
+pub fn lock_call(args: Args, shape: Shape) -> Result<LockCall> {
     let (exact, extra) = match shape {
         Shape::KeyOwner => (2, 0),
         Shape::KeyOwnerTtl => (3, 0),
@@ -146,7 +156,7 @@ impl SemAcquire {
     }
 }
 
-pub fn sem_acquire(args: Vec<RedisString>) -> Result<SemAcquire> {
+pub fn sem_acquire(args: Args) -> Result<SemAcquire> {
     let mut args = take(args, 4, 4)?;
     let key = args.next_arg()?;
     let owner = args.next_arg()?;
@@ -178,7 +188,8 @@ mod tests {
         assert_eq!(parse_i64(b"-7"), Some(-7));
         assert_eq!(parse_i64(b"1099511627776"), Some(1 << 40));
         assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1e3", b"9223372036854775808", b"\xff"] {
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1e3", b"9223372036854775808", b"-9223372036854775809", b"\xff"] {
             assert_eq!(parse_i64(bad), None, "{bad:?}");
         }
     }

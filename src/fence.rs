@@ -1,6 +1,7 @@
 //! `FENCE.*`: fences that any Redis data can sit behind.
 
-use redis_module::{Context, NextArg, RedisString, RedisValue};
+use crate::ffi::Args;
+use redis_module::{Context, NextArg, RedisValue};
 
 use crate::args;
 use crate::command;
@@ -48,7 +49,7 @@ pub const COMMANDS: &[Command] = &[
 ];
 
 /// `FENCE.NEXT key`
-fn next(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn next(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let token = store::update(ctx, &key, |f: &mut Fence, now| Ok(clock::with_tokens(|tokens| f.next(now, tokens))?))?;
@@ -56,7 +57,7 @@ fn next(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 }
 
 /// `FENCE.CHECK key token`
-fn check(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn check(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 2, 0)?;
     let key = args.next_arg()?;
     let token = args::token(&args.next_arg()?)?;
@@ -65,7 +66,7 @@ fn check(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 }
 
 /// `FENCE.CURRENT key`
-fn current(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn current(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let handle = ctx.open_key(&key);

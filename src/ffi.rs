@@ -535,8 +535,47 @@ impl ModuleContext {
 
 pub type CommandFunc = unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;
 
+/// The arguments Redis passed a command, the name first, each wrapped only when read.
+/// The crate's `decode_args` wraps them all up front into a vector, an allocation and a
+/// reference taken through the context per argument on every call; this takes each
+/// reference directly (no context: nothing to track) and allocates nothing.
+pub struct Args {
+    argv: *mut *mut raw::RedisModuleString,
+    argc: usize,
+    at: usize,
+}
+
+impl Args {
+    /// # Safety
+    /// `argv` holds `argc` strings that live for the command call.
+    pub unsafe fn new(argv: *mut *mut raw::RedisModuleString, argc: c_int) -> Args {
+        let argc = if argv.is_null() { 0 } else { argc.max(0) as usize };
+        Args { argv, argc, at: 0 }
+    }
+}
+
+impl Iterator for Args {
+    type Item = RedisString;
+
+    fn next(&mut self) -> Option<RedisString> {
+        if self.at == self.argc {
+            return None;
+        }
+        // SAFETY: within `argc`; the string is retained, so it may outlive the call.
+        let arg = unsafe { *self.argv.add(self.at) };
+        self.at += 1;
+        Some(RedisString::new(None, arg))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.argc - self.at, Some(self.argc - self.at))
+    }
+}
+
+impl ExactSizeIterator for Args {}
+
 /// The C entry point Redis calls for a command whose handler is `$run: fn(&Context,
-/// Vec<RedisString>) -> RedisResult`. Raw: Redis calls it with raw pointers.
+/// Args) -> RedisResult`. Raw: Redis calls it with raw pointers.
 #[macro_export]
 macro_rules! command_entry {
     ($run:path) => {{
@@ -546,7 +585,7 @@ macro_rules! command_entry {
             argc: std::ffi::c_int,
         ) -> std::ffi::c_int {
             let context = redis_module::Context::new(ctx);
-            let args = redis_module::decode_args(ctx, argv, argc);
+            let args = $crate::ffi::Args::new(argv, argc);
             context.reply($run(&context, args)) as std::ffi::c_int
         }
         call as $crate::ffi::CommandFunc

@@ -11,7 +11,7 @@ use crate::machinery::commands::{Access, Command, ACQUIRE_ACL, ACQUIRE_ARGS, ACQ
 use crate::machinery::kind::{KindOps, Request};
 use crate::machinery::{store, waiting};
 use crate::error::{Error, Result};
-use crate::ffi;
+use crate::ffi::{self, Args};
 use crate::logic::mutex::{Acquire, Mutex, Release};
 use crate::logic::waiters::WaiterId;
 use crate::logic::{Millis, Token};
@@ -88,21 +88,21 @@ impl Request for AcquireMutex {
 }
 
 /// `LOCK.ACQUIRE key owner ttl [WAIT timeout]`
-fn acquire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::Acquire)?;
     let request = AcquireMutex { owner: call.owner().to_vec(), ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 
 /// `LOCK.RELEASE key owner`
-fn release(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
     let released = store::update(ctx, &call.key, |m: &mut Mutex, now| Ok(m.release(call.owner(), now)))?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
 /// `LOCK.EXTEND key owner ttl`
-fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn extend(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
     let extended = store::update(ctx, &call.key, |m: &mut Mutex, now| Ok(m.extend(call.owner(), call.ttl, now)))?;
     Ok(RedisValue::Integer(extended as i64))
@@ -110,7 +110,7 @@ fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
 
 /// `LOCK.INFO key`: reads only, so a replica answers it too, reporting a lease past its
 /// deadline as over even before the master's effect arrives.
-fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn info(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let handle = ctx.open_key(&key);

@@ -11,7 +11,7 @@ use crate::machinery::commands::{Access, Command, ACQUIRE_ACL, ACQUIRE_ARGS, ACQ
 use crate::machinery::kind::{KindOps, Request};
 use crate::machinery::{store, waiting};
 use crate::error::{Error, Result};
-use crate::ffi;
+use crate::ffi::{self, Args};
 use crate::logic::rwlock::{Acquire, Mode, Release, RwLock};
 use crate::logic::waiters::WaiterId;
 use crate::logic::{Millis, Token};
@@ -112,47 +112,47 @@ impl Request for AcquireRw {
     }
 }
 
-fn acquire(ctx: &Context, args: Vec<RedisString>, mode: Mode) -> Result<RedisValue> {
+fn acquire(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::Acquire)?;
     let request = AcquireRw { mode, owner: call.owner().to_vec(), ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 
 /// `RWLOCK.RLOCK key owner ttl [WAIT timeout]`
-fn rlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn rlock(ctx: &Context, args: Args) -> Result<RedisValue> {
     acquire(ctx, args, Mode::Read)
 }
 
 /// `RWLOCK.WLOCK key owner ttl [WAIT timeout]`
-fn wlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn wlock(ctx: &Context, args: Args) -> Result<RedisValue> {
     acquire(ctx, args, Mode::Write)
 }
 
-fn unlock(ctx: &Context, args: Vec<RedisString>, mode: Mode) -> Result<RedisValue> {
+fn unlock(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
     let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| Ok(lock.release(mode, call.owner(), now)))?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
 /// `RWLOCK.RUNLOCK key owner`
-fn runlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn runlock(ctx: &Context, args: Args) -> Result<RedisValue> {
     unlock(ctx, args, Mode::Read)
 }
 
 /// `RWLOCK.WUNLOCK key owner`
-fn wunlock(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn wunlock(ctx: &Context, args: Args) -> Result<RedisValue> {
     unlock(ctx, args, Mode::Write)
 }
 
 /// `RWLOCK.EXTEND key owner ttl`
-fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn extend(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
     let extended = store::update(ctx, &call.key, |lock: &mut RwLock, now| Ok(lock.extend(call.owner(), call.ttl, now)))?;
     Ok(RedisValue::Integer(extended as i64))
 }
 
 /// `RWLOCK.INFO key`: reads only; leases past their deadline are reported as over.
-fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn info(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let handle = ctx.open_key(&key);

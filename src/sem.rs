@@ -8,7 +8,7 @@ use redis_module::{redisvalue::RedisValueKey, Context, NextArg, RedisString, Red
 use crate::args::{self, Shape};
 use crate::command;
 use crate::error::{Error, Result};
-use crate::ffi;
+use crate::ffi::{self, Args};
 use crate::logic::semaphore::{Acquire, Ask, Release, Semaphore};
 use crate::logic::waiters::WaiterId;
 use crate::logic::Token;
@@ -93,28 +93,28 @@ impl Request for Ask {
 }
 
 /// `SEM.ACQUIRE key owner limit ttl [COUNT permits] [WAIT timeout]`
-fn acquire(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::sem_acquire(args)?;
     let request = Ask { owner: call.owner().to_vec(), limit: call.limit, permits: call.permits, ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 
 /// `SEM.RELEASE key owner`
-fn release(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
     let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.release(call.owner(), now)))?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
 /// `SEM.EXTEND key owner ttl`
-fn extend(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn extend(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
     let extended = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.extend(call.owner(), call.ttl, now)))?;
     Ok(RedisValue::Integer(extended as i64))
 }
 
 /// `SEM.INFO key`: reads only; leases past their deadline are reported as over.
-fn info(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn info(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let handle = ctx.open_key(&key);

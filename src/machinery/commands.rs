@@ -10,13 +10,13 @@
 use std::ffi::{c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use redis_module::{raw, Context, ContextFlags, RedisString, RedisValue};
+use redis_module::{raw, Context, ContextFlags, RedisValue};
 
 use crate::machinery::{keyspace, waiting};
 use crate::error::{Error, Result};
-use crate::ffi;
+use crate::ffi::{self, Args};
 
-pub type Handler = fn(&Context, Vec<RedisString>) -> Result<RedisValue>;
+pub type Handler = fn(&Context, Args) -> Result<RedisValue>;
 
 /// The ACL category every fencelock command joins where the server can add one.
 const CATEGORY: &CStr = c"fencelock";
@@ -95,10 +95,10 @@ pub struct Command {
 /// or a script they are served after it, in the before-sleep pass, as Redis serves the
 /// clients blocked on its own keys after a transaction: the transaction sees the lock
 /// free with waiters.
-pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> redis_module::RedisResult {
+pub fn guarded(ctx: &Context, args: Args, handler: Handler) -> redis_module::RedisResult {
     keyspace::subscribe_once();
     let result = catch_unwind(AssertUnwindSafe(|| handler(ctx, args)));
-    if !ctx.get_flags().intersects(ContextFlags::MULTI | ContextFlags::LUA) {
+    if waiting::any_ready() && !ctx.get_flags().intersects(ContextFlags::MULTI | ContextFlags::LUA) {
         waiting::serve_ready(ctx);
     }
     match result {
@@ -119,7 +119,7 @@ pub fn guarded(ctx: &Context, args: Vec<RedisString>, handler: Handler) -> redis
 #[macro_export]
 macro_rules! command {
     ($handler:path) => {{
-        fn run(ctx: &redis_module::Context, args: Vec<redis_module::RedisString>) -> redis_module::RedisResult {
+        fn run(ctx: &redis_module::Context, args: $crate::ffi::Args) -> redis_module::RedisResult {
             $crate::machinery::commands::guarded(ctx, args, $handler)
         }
         $crate::command_entry!(run)

@@ -112,6 +112,11 @@ pub fn signal(ctx: &Context, key: &RedisString) {
     with(|w| w.ready.push((db, key.as_slice().into())));
 }
 
+/// Whether some key is marked ready.
+pub fn any_ready() -> bool {
+    with(|w| !w.ready.is_empty())
+}
+
 /// Serves the queues of the keys marked ready, each from its front until a waiter must
 /// wait: at the end of every command of ours, and in the before-sleep pass. True when it
 /// served any key. While Redis asks that nothing be written (a pause), the keys wait in

@@ -14,7 +14,7 @@ use crate::machinery::effects::{self, Arg::Int};
 use crate::machinery::kind::{Changes, Kind};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
-use crate::ffi::{self, AofOut, DigestOut, RdbIn, RdbOut, TypeValue};
+use crate::ffi::{self, AofOut, Args, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::fence::Fence;
 use crate::logic::Millis;
 
@@ -40,7 +40,7 @@ fn sane(highest: i64, issued: i64) -> bool {
     highest >= 0 && issued >= 0 && issued <= highest
 }
 
-fn apply(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, EFFECT.name)?;
     let mut args = args::take(args, 3, 0)?;
     let key = args.next_arg()?;

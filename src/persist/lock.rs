@@ -16,7 +16,7 @@ use crate::machinery::effects::{self, Arg::*};
 use crate::machinery::kind::{Changes, Kind};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
-use crate::ffi::{self, AofOut, Db, DigestOut, RdbIn, RdbOut, TypeValue};
+use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::mutex::{self, Holder, Mutex};
 use crate::logic::Millis;
 use crate::persist::sane_hold;
@@ -39,7 +39,7 @@ pub const EFFECT: Command = Command {
     args: &[Arg::Key, Arg::Text(c"owner"), Arg::Integer(c"token"), Arg::Integer(c"deadline"), Arg::Integer(c"holds")],
 };
 
-fn apply(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, EFFECT.name)?;
     let mut args = args::take(args, 5, 0)?;
     let key = args.next_arg()?;

@@ -16,7 +16,7 @@ use crate::machinery::effects::{self, Arg::*};
 use crate::machinery::kind::{HolderChanges, Kind};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
-use crate::ffi::{self, AofOut, Db, DigestOut, RdbIn, RdbOut, TypeValue};
+use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::rwlock::{Hold, HolderKey, Mode, RwLock};
 use crate::logic::Millis;
 use crate::persist::sane_hold;
@@ -62,7 +62,7 @@ fn mode_arg(arg: &RedisString) -> Result<Mode> {
     Mode::parse(arg.as_slice()).ok_or(Error::Syntax)
 }
 
-fn apply_hold(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply_hold(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, HOLD_EFFECT.name)?;
     let mut args = args::take(args, 6, 0)?;
     let key = args.next_arg()?;
@@ -80,7 +80,7 @@ fn apply_hold(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply_drop(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, DROP_EFFECT.name)?;
     let mut args = args::take(args, 3, 0)?;
     let key = args.next_arg()?;

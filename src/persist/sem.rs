@@ -18,7 +18,7 @@ use crate::machinery::effects::{self, Arg::*};
 use crate::machinery::kind::{HolderChanges, Kind, Request};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
-use crate::ffi::{self, AofOut, Db, DigestOut, RdbIn, RdbOut, TypeValue};
+use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::semaphore::{Ask, Hold, Semaphore, MAX_LIMIT};
 use crate::logic::Millis;
 use crate::persist::sane_hold;
@@ -62,7 +62,7 @@ pub const DROP_EFFECT: Command = Command {
     args: &[Arg::Key, Arg::Text(c"owner")],
 };
 
-fn apply_hold(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply_hold(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, HOLD_EFFECT.name)?;
     let mut args = args::take(args, 7, 0)?;
     let key = args.next_arg()?;
@@ -84,7 +84,7 @@ fn apply_hold(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> Result<RedisValue> {
+fn apply_drop(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, DROP_EFFECT.name)?;
     let mut args = args::take(args, 2, 0)?;
     let key = args.next_arg()?;
