@@ -123,7 +123,7 @@ fn info(ctx: &Context, args: Args) -> Result<RedisValue> {
     }
     let field = |name: &str| RedisValueKey::String(name.to_string());
     let mut reply = BTreeMap::new();
-    reply.insert(field("owner"), holder.map_or(RedisValue::Null, |h| RedisValue::StringBuffer(h.owner.clone())));
+    reply.insert(field("owner"), holder.map_or(RedisValue::Null, |h| RedisValue::StringBuffer(h.owner.to_vec())));
     reply.insert(field("token"), holder.map_or(RedisValue::Null, |h| RedisValue::Integer(h.token)));
     reply.insert(field("ttl"), holder.map_or(RedisValue::Null, |h| RedisValue::Integer(h.ttl_left(now))));
     reply.insert(field("holds"), RedisValue::Integer(holder.map_or(0, |h| h.holds as i64)));

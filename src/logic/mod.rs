@@ -7,6 +7,7 @@
 pub mod deadlines;
 pub mod fence;
 pub mod mutex;
+pub mod owner;
 pub mod rwlock;
 pub mod semaphore;
 pub mod tokens;

@@ -4,12 +4,13 @@
 //! operation, whether or not the server has ended it yet, so a late timer can never
 //! extend a lease.
 
+use super::owner::Owner;
 use super::tokens::{TokenClock, TokensExhausted};
 use super::{Millis, Token};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
-    pub owner: Vec<u8>,
+    pub owner: Owner,
     pub token: Token,
     /// Absolute, on the master's wall clock: saved, loaded and replicated as is.
     pub deadline: Millis,
@@ -119,7 +120,7 @@ impl Mutex {
     ) -> Result<Acquire, TokensExhausted> {
         self.end_if_over(now);
         match &mut self.holder {
-            Some(h) if h.owner == owner => {
+            Some(h) if *h.owner == *owner => {
                 h.holds = super::one_more(h.holds);
                 h.deadline = now + ttl;
                 let token = h.token;
@@ -131,7 +132,7 @@ impl Mutex {
             None => {
                 let token = clock.issue(now, 0)?;
                 self.holder = Some(Holder {
-                    owner: owner.to_vec(),
+                    owner: Owner::new(owner),
                     token,
                     deadline: now + ttl,
                     holds: 1,
@@ -145,7 +146,7 @@ impl Mutex {
     pub fn release(&mut self, owner: &[u8], now: Millis) -> Release {
         self.end_if_over(now);
         match &mut self.holder {
-            Some(h) if h.owner == owner => {
+            Some(h) if *h.owner == *owner => {
                 if h.holds > 1 {
                     h.holds -= 1;
                     self.changed();
@@ -163,7 +164,7 @@ impl Mutex {
     pub fn extend(&mut self, owner: &[u8], ttl: Millis, now: Millis) -> bool {
         self.end_if_over(now);
         match &mut self.holder {
-            Some(h) if h.owner == owner => {
+            Some(h) if *h.owner == *owner => {
                 h.deadline = now + ttl;
                 self.changed();
                 true
@@ -191,7 +192,7 @@ mod tests {
         let (mut m, mut clock) = (Mutex::default(), TokenClock::default());
         let t = granted(m.acquire(b"a", 100, T0, &mut clock, false));
         let h = m.holder(T0).unwrap();
-        assert_eq!((h.owner.as_slice(), h.token, h.deadline, h.holds), (&b"a"[..], t, T0 + 100, 1));
+        assert_eq!((&*h.owner, h.token, h.deadline, h.holds), (&b"a"[..], t, T0 + 100, 1));
         assert_eq!(h.ttl_left(T0 + 30), 70);
     }
 
@@ -200,7 +201,7 @@ mod tests {
         let (mut m, mut clock) = (Mutex::default(), TokenClock::default());
         granted(m.acquire(b"a", 100, T0, &mut clock, false));
         assert_eq!(m.acquire(b"b", 100, T0 + 99, &mut clock, false), Ok(Acquire::Busy));
-        assert_eq!(m.holder(T0 + 99).unwrap().owner, b"a");
+        assert_eq!(&*m.holder(T0 + 99).unwrap().owner, b"a");
     }
 
     #[test]
@@ -278,7 +279,7 @@ mod tests {
         for round in 0..50 {
             // A new Mutex stands for the key deleted and created again.
             let mut m = if round % 3 == 0 { Mutex::default() } else { Mutex::with_holder(Holder {
-                owner: b"old".to_vec(), token: last, deadline: now, holds: 1 }) };
+                owner: Owner::new(b"old"), token: last, deadline: now, holds: 1 }) };
             let t = granted(m.acquire(b"a", 10, now, &mut clock, false));
             assert!(t > last, "round {round}: {t} <= {last}");
             last = t;

@@ -17,6 +17,7 @@ use crate::machinery::kind::{Changes, Kind};
 use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
+use crate::logic::owner::Owner;
 use crate::logic::mutex::{self, Holder, Mutex};
 use crate::logic::Millis;
 use crate::persist::sane_hold;
@@ -43,7 +44,7 @@ fn apply(ctx: &Context, args: Args) -> Result<RedisValue> {
     effects::require_internal(ctx, EFFECT.name)?;
     let mut args = args::take(args, 5, 0)?;
     let key = args.next_arg()?;
-    let owner = args::owner(&args.next_arg()?)?.to_vec();
+    let owner = Owner::new(args::owner(&args.next_arg()?)?);
     let token = effects::int(&args.next_arg()?)?;
     let deadline = effects::int(&args.next_arg()?)?;
     let holds = effects::int(&args.next_arg()?)?;
@@ -130,7 +131,7 @@ impl TypeValue for Mutex {
         }
         let deadline = sane_hold(token, deadline, holds).filter(|_| !owner.is_empty())?;
         store::on_load(token);
-        Some(Mutex::with_holder(Holder { owner, token, deadline, holds }))
+        Some(Mutex::with_holder(Holder { owner: Owner::new(&owner), token, deadline, holds }))
     }
 
     fn aof_rewrite(&self, out: &mut AofOut) {
@@ -149,7 +150,7 @@ impl TypeValue for Mutex {
     }
 
     fn mem_usage(&self) -> usize {
-        std::mem::size_of::<Mutex>() + self.stored_holder().map_or(0, |h| h.owner.capacity())
+        std::mem::size_of::<Mutex>() + self.stored_holder().map_or(0, |h| h.owner.heap_size())
     }
 
     fn unlinked(&self, db: Db, key: &[u8]) {
