@@ -17,6 +17,8 @@
 #   lock-busy     LOCK.ACQUIRE on keys another owner holds set-busy    SET NX PX, failing
 #   lock-release  LOCK.RELEASE by the holder               cad-release EVALSHA compare-and-delete
 #   lock-reenter  LOCK.ACQUIRE by the holder (re-entry)    lock-extend LOCK.EXTEND by the holder
+#   floor-fresh   FLOOR.ACQUIRE on keys never used: the floor of any module's fresh grant
+#                 (examples/floor.rs: open the key, store a value, reply; built here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workload=${1:?usage: scripts/callgrind.sh WORKLOAD [N]}
@@ -24,6 +26,11 @@ n=${2:-20000}
 server=${REDIS_SERVER:-/usr/bin/redis-server}
 module=${FENCELOCK_MODULE:-$PWD/target/release/libfencelock.so}
 out=${OUT:-$PWD/target/callgrind/$workload}
+extra=()
+if [[ $workload == floor-fresh ]]; then
+    cargo build --release --example floor -q
+    extra=(--loadmodule "$PWD/target/release/examples/libfloor.so")
+fi
 rm -rf "$out"; mkdir -p "$out"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cli() { redis-cli -p "$port" "$@"; }
@@ -36,7 +43,9 @@ requests() {
     awk -v w="$workload" -v b="$batch" -v from="$from" -v to="$to" -v sha="$sha" 'BEGIN {
         for (i = from; i < to; i++) {
             k = "k:" b ":" i
-            if (w == "lock-fresh" || w == "lock-busy" || w == "lock-reenter") {
+            if (w == "floor-fresh") {
+                printf "*4\r\n$13\r\nFLOOR.ACQUIRE\r\n$%d\r\n%s\r\n$2\r\nme\r\n$5\r\n30000\r\n", length(k), k
+            } else if (w == "lock-fresh" || w == "lock-busy" || w == "lock-reenter") {
                 owner = (w == "lock-busy") ? "other" : "me"
                 printf "*4\r\n$12\r\nLOCK.ACQUIRE\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$5\r\n30000\r\n", length(k), k, length(owner), owner
             } else if (w == "set-fresh" || w == "set-busy") {
@@ -66,7 +75,7 @@ requests_as() { local w=$1; shift; workload=$w requests "$@"; }
 
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" --dump-instr=no \
     --collect-atstart=yes "$server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$out" --loadmodule "$module" >"$out/server.log" 2>&1 &
+    --dir "$out" --loadmodule "$module" "${extra[@]}" >"$out/server.log" 2>&1 &
 vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
 for _ in $(seq 600); do cli PING >/dev/null 2>&1 && break; sleep 0.1; done
