@@ -21,6 +21,7 @@
 //! here and settled by `events` just before the event loop sleeps.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
 use redis_module::{Context, ContextFlags, RedisError, RedisString, RedisValue};
@@ -38,10 +39,15 @@ struct Waiter {
     answer: Arc<Answer>,
 }
 
-/// The answer for a waiter served by the module, left for its timeout callback, which
-/// is how Redis has a client blocked on keys answered when the module unblocks it.
+/// What became of a waiter: once served (granted or refused), it is out of the queue,
+/// and its later ways out (free, disconnection) need not look for it there. A waiter
+/// served by the module leaves its reply for its timeout callback, which is how Redis
+/// has a client blocked on keys answered when the module unblocks it.
 #[derive(Default)]
-struct Answer(Mutex<Option<std::result::Result<Token, RedisError>>>);
+struct Answer {
+    served: AtomicBool,
+    reply: Mutex<Option<std::result::Result<Token, RedisError>>>,
+}
 
 type Queue = WaitQueue<Waiter>;
 
@@ -154,7 +160,8 @@ fn serve(ctx: &Context, db: Db, key: &[u8]) {
         let Some((id, request, client, answer)) = front else { return };
         let Some(outcome) = try_grant(ctx, &name, id, request.as_ref()) else { return };
         with(|w| w.remove(db, key, id));
-        *answer.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.map_err(Into::into));
+        answer.served.store(true, Ordering::Relaxed);
+        *answer.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.map_err(Into::into));
         ffi::unblock(client);
     }
 }
@@ -217,6 +224,10 @@ impl Ticket {
     /// Takes the ticket out of its queue (if still there) and has its key settled: the
     /// next waiter may be servable now.
     fn leave(&self) {
+        // A served ticket left its queue then; looking for it would scan the queue.
+        if self.answer.served.load(Ordering::Relaxed) {
+            return;
+        }
         if with(|w| w.remove(self.db, &self.key, self.id)) {
             note(self.db, &self.key);
         }
@@ -238,13 +249,14 @@ impl Blocked for Ticket {
         let Some(outcome) = try_grant(ctx, &key, self.id, self.request.as_ref()) else { return false };
         let reply = outcome.map(RedisValue::Integer);
         with(|w| w.remove(self.db, &self.key, self.id));
+        self.answer.served.store(true, Ordering::Relaxed);
         ctx.reply(reply.map_err(Into::into));
         true
     }
 
     fn timed_out(&self, ctx: &Context) {
         // Served by the module (`serve`): the grant is made, the answer left here.
-        if let Some(answer) = self.answer.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(answer) = self.answer.reply.lock().unwrap_or_else(|p| p.into_inner()).take() {
             ctx.reply(answer.map(RedisValue::Integer));
             return;
         }
