@@ -3,7 +3,8 @@
 #
 #   scripts/callgrind.sh WORKLOAD [N]     (N requests per measured batch, default 20000)
 #
-# Starts redis-server (REDIS_SERVER, default Debian's) under callgrind with the module
+# Starts redis-server (REDIS_SERVER, default Debian's; SERVER_ARGS adds arguments, e.g.
+# SERVER_ARGS="--appendonly yes") under callgrind with the module
 # (FENCELOCK_MODULE, default target/release/libfencelock.so), prepares the keys the
 # workload needs, then sends two batches of N and 2N requests through `redis-cli --pipe`,
 # zeroing the counters before each and dumping them after. Instructions per request are
@@ -75,7 +76,7 @@ requests_as() { local w=$1; shift; workload=$w requests "$@"; }
 
 valgrind --tool=callgrind --callgrind-out-file="$out/callgrind.out.%p" --dump-instr=no \
     --collect-atstart=yes "$server" --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
-    --dir "$out" --loadmodule "$module" "${extra[@]}" >"$out/server.log" 2>&1 &
+    --dir "$out" --loadmodule "$module" "${extra[@]}" ${SERVER_ARGS:-} >"$out/server.log" 2>&1 &
 vg=$!
 trap 'kill $vg 2>/dev/null || true' EXIT
 for _ in $(seq 600); do cli PING >/dev/null 2>&1 && break; sleep 0.1; done
