@@ -20,6 +20,7 @@
 #   lock-reenter  LOCK.ACQUIRE by the holder (re-entry)    lock-extend LOCK.EXTEND by the holder
 #   floor-fresh   FLOOR.ACQUIRE on keys never used: the floor of any module's fresh grant
 #                 (examples/floor.rs: open the key, store a value, reply; built here)
+#   floor-busy    FLOOR.ACQUIRE on keys it holds: the floor of a refused acquire
 set -euo pipefail
 cd "$(dirname "$0")/.."
 workload=${1:?usage: scripts/callgrind.sh WORKLOAD [N]}
@@ -28,7 +29,7 @@ server=${REDIS_SERVER:-/usr/bin/redis-server}
 module=${FENCELOCK_MODULE:-$PWD/target/release/libfencelock.so}
 out=${OUT:-$PWD/target/callgrind/$workload}
 extra=()
-if [[ $workload == floor-fresh ]]; then
+if [[ $workload == floor-* ]]; then
     cargo build --release --example floor -q
     extra=(--loadmodule "$PWD/target/release/examples/libfloor.so")
 fi
@@ -44,7 +45,7 @@ requests() {
     awk -v w="$workload" -v b="$batch" -v from="$from" -v to="$to" -v sha="$sha" 'BEGIN {
         for (i = from; i < to; i++) {
             k = "k:" b ":" i
-            if (w == "floor-fresh") {
+            if (w == "floor-fresh" || w == "floor-busy") {
                 printf "*4\r\n$13\r\nFLOOR.ACQUIRE\r\n$%d\r\n%s\r\n$2\r\nme\r\n$5\r\n30000\r\n", length(k), k
             } else if (w == "lock-fresh" || w == "lock-busy" || w == "lock-reenter") {
                 owner = (w == "lock-busy") ? "other" : "me"
@@ -70,6 +71,8 @@ prepare() {
             requests_as lock-fresh "$batch" "$from" "$to" | cli --pipe >/dev/null ;;
         set-busy|cad-release)
             requests_as set-fresh "$batch" "$from" "$to" | cli --pipe >/dev/null ;;
+        floor-busy)
+            requests_as floor-fresh "$batch" "$from" "$to" | cli --pipe >/dev/null ;;
     esac
 }
 requests_as() { local w=$1; shift; workload=$w requests "$@"; }

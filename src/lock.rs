@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ffi::{self, Args};
 use crate::logic::mutex::{Acquire, Mutex, Release};
 use crate::logic::waiters::WaiterId;
+use crate::logic::owner::Owner;
 use crate::logic::{Millis, Token};
 use crate::persist::lock::{KIND, MUTEX_TYPE};
 
@@ -66,7 +67,8 @@ pub const COMMANDS: &[Command] = &[
 
 /// An acquire of the mutex by `owner`, for a lease of `ttl` ms.
 struct AcquireMutex {
-    owner: Vec<u8>,
+    /// Inline for usual owners: a refused acquire allocates nothing.
+    owner: Owner,
     ttl: Millis,
 }
 
@@ -90,7 +92,7 @@ impl Request for AcquireMutex {
 /// `LOCK.ACQUIRE key owner ttl [WAIT timeout]`
 fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::Acquire)?;
-    let request = AcquireMutex { owner: call.owner().to_vec(), ttl: call.ttl };
+    let request = AcquireMutex { owner: Owner::new(call.owner()), ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 

@@ -14,6 +14,7 @@ use crate::error::{Error, Result};
 use crate::ffi::{self, Args};
 use crate::logic::rwlock::{Acquire, Mode, Release, RwLock};
 use crate::logic::waiters::WaiterId;
+use crate::logic::owner::Owner;
 use crate::logic::{Millis, Token};
 use crate::persist::rwlock::{KIND, RWLOCK_TYPE};
 
@@ -91,7 +92,8 @@ pub const COMMANDS: &[Command] = &[
 /// An acquire of the lock in `mode` by `owner`, for a lease of `ttl` ms.
 struct AcquireRw {
     mode: Mode,
-    owner: Vec<u8>,
+    /// Inline for usual owners: a refused acquire allocates nothing.
+    owner: Owner,
     ttl: Millis,
 }
 
@@ -114,7 +116,7 @@ impl Request for AcquireRw {
 
 fn acquire(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::Acquire)?;
-    let request = AcquireRw { mode, owner: call.owner().to_vec(), ttl: call.ttl };
+    let request = AcquireRw { mode, owner: Owner::new(call.owner()), ttl: call.ttl };
     waiting::acquire(ctx, &call.key, call.wait, request)
 }
 
