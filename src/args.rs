@@ -6,7 +6,8 @@ use redis_module::{NextArg, RedisString};
 
 use crate::error::{Error, Result};
 use crate::logic::semaphore::MAX_LIMIT;
-use crate::logic::{Millis, Token, MAX_TTL_MS};
+use crate::logic::{Millis, Token};
+use crate::machinery::config;
 
 /// Parses a decimal i64 the way Redis's `string2ll` does: no sign but `-`, no spaces,
 /// no leading zeros, no overflow.
@@ -39,10 +40,10 @@ pub fn owner(arg: &RedisString) -> Result<&[u8]> {
     }
 }
 
+/// A lease: 1 ms to the configured maximum (`fencelock.max-ttl`, at most 2^40).
 pub fn ttl(arg: &RedisString) -> Result<Millis> {
-    parse_i64(arg.as_slice())
-        .filter(|t| (1..=MAX_TTL_MS).contains(t))
-        .ok_or(Error::BadTtl)
+    let max = config::max_ttl();
+    parse_i64(arg.as_slice()).filter(|t| (1..=max).contains(t)).ok_or(Error::BadTtl(max))
 }
 
 /// A semaphore's `limit`: 1 to 2^31.

@@ -7,14 +7,14 @@ use redis_module::RedisError;
 use crate::logic::fence::Stale;
 use crate::logic::semaphore::{SemError, MAX_LIMIT};
 use crate::logic::tokens::TokensExhausted;
-use crate::logic::MAX_TTL_MS;
 
 #[derive(Debug)]
 pub enum Error {
     WrongArity,
     WrongType,
     Syntax,
-    BadTtl,
+    /// The ttl is not an integer from 1 to the configured maximum (`fencelock.max-ttl`).
+    BadTtl(i64),
     BadTimeout,
     EmptyOwner,
     BadToken,
@@ -27,6 +27,8 @@ pub enum Error {
     /// The owner holds this many permits of a semaphore, and asked for another number.
     OwnerHolds(u64),
     TokensExhausted,
+    /// `fencelock.max-waiters` clients already wait on the key.
+    TooManyWaiters(usize),
     /// An internal (effect) command sent by an ordinary client.
     InternalOnly(String),
     /// A panic caught at the command boundary.
@@ -44,7 +46,8 @@ impl fmt::Display for Error {
                 write!(f, "WRONGTYPE Operation against a key holding the wrong kind of value")
             }
             Error::Syntax => write!(f, "ERR syntax error"),
-            Error::BadTtl => write!(f, "ERR ttl must be an integer between 1 and {MAX_TTL_MS}"),
+            Error::BadTtl(max) => write!(f, "ERR ttl must be an integer between 1 and {max}"),
+            Error::TooManyWaiters(max) => write!(f, "ERR too many clients wait on this key (fencelock.max-waiters is {max})"),
             Error::BadTimeout => write!(f, "ERR timeout must be a non-negative integer"),
             Error::EmptyOwner => write!(f, "ERR owner must not be empty"),
             Error::BadToken => write!(f, "ERR token must be a positive integer"),

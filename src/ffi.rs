@@ -531,6 +531,60 @@ impl ModuleContext {
     }
 }
 
+// ---- configs -----------------------------------------------------------------------
+
+/// A numeric module config kept in a static: Redis reads and writes it through the
+/// callbacks below, after checking the range itself.
+pub struct NumericConfig {
+    /// Without the module's prefix: Redis names it `fencelock.<name>`.
+    pub name: &'static CStr,
+    pub value: &'static std::sync::atomic::AtomicI64,
+    pub default: i64,
+    pub min: i64,
+    pub max: i64,
+}
+
+/// Registers `config` (7.0). Raw: the crate's config macros need its proc macros.
+pub fn register_numeric_config(ctx: &Context, config: &'static NumericConfig) -> Result<(), String> {
+    // SAFETY: load-time context; `config` is static, so the pointer Redis keeps as private
+    // data stays valid, and the callbacks only read it as a `NumericConfig`.
+    unsafe {
+        let register = raw::RedisModule_RegisterNumericConfig.ok_or("RedisModule_RegisterNumericConfig is missing")?;
+        let privdata = (config as *const NumericConfig).cast_mut().cast::<c_void>();
+        let flags = raw::REDISMODULE_CONFIG_DEFAULT as u32;
+        if register(ctx.ctx, config.name.as_ptr(), config.default, flags, config.min, config.max, Some(config_get), Some(config_set), None, privdata) != OK {
+            return Err(format!("could not register config {}", config.name.to_string_lossy()));
+        }
+    }
+    Ok(())
+}
+
+/// Applies the config values given at load. Raw: no crate wrapper.
+pub fn load_configs(ctx: &Context) -> Result<(), String> {
+    // SAFETY: load-time context, after every config is registered.
+    unsafe {
+        match raw::RedisModule_LoadConfigs {
+            Some(load) if load(ctx.ctx) == OK => Ok(()),
+            Some(_) => Err("a config value given at load was refused".into()),
+            None => Err("RedisModule_LoadConfigs is missing".into()),
+        }
+    }
+}
+
+unsafe extern "C" fn config_get(_: *const c_char, privdata: *mut c_void) -> std::ffi::c_longlong {
+    privdata.cast::<NumericConfig>().as_ref().map_or(0, |c| c.value.load(Ordering::Relaxed))
+}
+
+unsafe extern "C" fn config_set(_: *const c_char, value: std::ffi::c_longlong, privdata: *mut c_void, _: *mut *mut raw::RedisModuleString) -> c_int {
+    match privdata.cast::<NumericConfig>().as_ref() {
+        Some(c) => {
+            c.value.store(value, Ordering::Relaxed);
+            OK
+        }
+        None => ERR,
+    }
+}
+
 // ---- commands ----------------------------------------------------------------------
 
 pub type CommandFunc = unsafe extern "C" fn(*mut raw::RedisModuleCtx, *mut *mut raw::RedisModuleString, c_int) -> c_int;

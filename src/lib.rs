@@ -56,6 +56,10 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
     // of aborting the server.
     ctx.set_module_options(redis_module::raw::ModuleOptions::HANDLE_IO_ERRORS);
     machinery::kind::register(kinds());
+    if let Err(e) = machinery::config::register(ctx) {
+        ctx.log_warning(&format!("fencelock: {e}"));
+        return Status::Err;
+    }
     if let Err(e) = machinery::commands::register(ctx, commands()) {
         ctx.log_warning(&format!("fencelock: {e}"));
         return Status::Err;

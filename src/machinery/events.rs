@@ -8,18 +8,17 @@
 //! leases wait, reads report them as over, and the first pass after the pause ends them.
 
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::machinery::clock::now_ms;
-use crate::machinery::{effects, expiry, keyspace, store, waiting};
+use crate::machinery::{config, effects, expiry, keyspace, store, waiting};
 use crate::ffi::{self, Db, ServerEvents};
 
-/// How long one pass may spend ending leases before yielding to the event loop, and how
-/// many due keys it takes between looks at the clock: a million leases ending in the
-/// same second must not stall the server.
-const EXPIRY_SLICE: Duration = Duration::from_millis(1);
+/// How many due keys a pass takes between looks at the clock: a pass spends at most
+/// `fencelock.expiry-slice-us` ending leases (a million leases ending in the same second
+/// must not stall the server).
 const EXPIRY_BATCH: usize = 32;
 
 /// Subscribes to the server events, and readies the keyspace subscription.
@@ -39,13 +38,14 @@ fn settle_keys(ctx: &Context, keys: impl IntoIterator<Item = (Db, Box<[u8]>)>, n
     ffi::select_db(ctx, home);
 }
 
-/// Ends the leases that are due, for at most `EXPIRY_SLICE`; the rest is for the next
+/// Ends the leases that are due, for at most the expiry slice; the rest is for the next
 /// pass. True when it settled any key.
 fn end_due_leases(ctx: &Context) -> bool {
     let now = now_ms();
     let started = Instant::now();
     let mut any = false;
-    while started.elapsed() < EXPIRY_SLICE {
+    let slice = config::expiry_slice();
+    while started.elapsed() < slice {
         let due = expiry::take_due(now, EXPIRY_BATCH);
         if due.is_empty() {
             break;

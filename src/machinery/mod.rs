@@ -1,6 +1,7 @@
 //! The machinery every lock kind plugs into, below the command files.
 //!
 //! Layers, each using only those above it in this list:
+//! - `config`: the module's configs (`fencelock.*` in `CONFIG GET`).
 //! - `clock`: the server's wall clock and the token clock.
 //! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
 //!   kinds, and what a blocked acquire must be able to do (`Request`).
@@ -21,6 +22,7 @@
 
 pub mod clock;
 pub mod commands;
+pub mod config;
 pub mod effects;
 pub mod events;
 pub mod expiry;

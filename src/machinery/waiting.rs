@@ -26,6 +26,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use redis_module::{Context, ContextFlags, RedisError, RedisString, RedisValue};
 
+use crate::machinery::config;
 use crate::machinery::kind::Request;
 use crate::error::{Error, Result};
 use crate::ffi::{self, Blocked, BlockedClient, Db};
@@ -204,6 +205,11 @@ struct Ticket {
 
 fn block(ctx: &Context, key: &RedisString, timeout: Millis, request: Arc<dyn Request>) -> Result<RedisValue> {
     let db = ffi::selected_db(ctx);
+    if let Some(max) = config::max_waiters() {
+        if count(db, key.as_slice()) >= max {
+            return Err(Error::TooManyWaiters(max));
+        }
+    }
     let id = with(|w| {
         w.last_id += 1;
         w.last_id

@@ -206,6 +206,8 @@ pub fn connect(url: &str) -> redis::Connection {
 /// How to start a [`Server`]; `Options::new().config(&[...]).start()`.
 #[derive(Clone, Debug)]
 pub struct Options {
+    /// A config file, given first as Redis wants it (so that `CONFIG REWRITE` works).
+    config_file: Option<PathBuf>,
     config: Vec<String>,
     module: bool,
     env: Vec<(OsString, Option<OsString>)>,
@@ -229,6 +231,7 @@ impl Options {
     /// to answer `PING`, client connections with 30 s time-outs.
     pub fn new() -> Options {
         Options {
+            config_file: None,
             config: vec![],
             module: true,
             env: vec![],
@@ -243,6 +246,13 @@ impl Options {
     }
 
     /// Config lines (`"appendonly yes"`, ...), given after the defaults so they override them.
+    /// Starts the server with `path` as its config file (the harness's settings still
+    /// come after it, on the command line).
+    pub fn config_file(mut self, path: PathBuf) -> Options {
+        self.config_file = Some(path);
+        self
+    }
+
     pub fn config(mut self, lines: &[&str]) -> Options {
         self.config.extend(lines.iter().map(|s| s.to_string()));
         self
@@ -575,6 +585,9 @@ fn spawn_and_wait(opts: &Options, port: u16, dir: &Path) -> Result<Child, String
         }
         None => Command::new(&server),
     };
+    if let Some(file) = &opts.config_file {
+        cmd.arg(file);
+    }
     cmd.arg("--port")
         .arg(port.to_string())
         .arg("--bind")
