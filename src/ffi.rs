@@ -551,7 +551,7 @@ pub fn register_numeric_config(ctx: &Context, config: &'static NumericConfig) ->
     unsafe {
         let register = raw::RedisModule_RegisterNumericConfig.ok_or("RedisModule_RegisterNumericConfig is missing")?;
         let privdata = (config as *const NumericConfig).cast_mut().cast::<c_void>();
-        let flags = raw::REDISMODULE_CONFIG_DEFAULT as u32;
+        let flags = raw::REDISMODULE_CONFIG_DEFAULT;
         if register(ctx.ctx, config.name.as_ptr(), config.default, flags, config.min, config.max, Some(config_get), Some(config_set), None, privdata) != OK {
             return Err(format!("could not register config {}", config.name.to_string_lossy()));
         }
