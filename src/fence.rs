@@ -7,7 +7,7 @@ use crate::args;
 use crate::command;
 use crate::machinery::clock;
 use crate::machinery::commands::{Access, Arg, Command, KEY_ONLY};
-use crate::machinery::store;
+use crate::machinery::{stats, store};
 use crate::error::{Error, Result};
 use crate::logic::fence::Fence;
 use crate::persist::fence::FENCE_TYPE;
@@ -53,6 +53,7 @@ fn next(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 1, 0)?;
     let key = args.next_arg()?;
     let token = store::update(ctx, &key, |f: &mut Fence, now| Ok(clock::with_tokens(|tokens| f.next(now, tokens))?))?;
+    stats::fence_token();
     Ok(RedisValue::Integer(token))
 }
 
@@ -61,7 +62,11 @@ fn check(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 2, 0)?;
     let key = args.next_arg()?;
     let token = args::token(&args.next_arg()?)?;
-    store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?))?;
+    let checked = store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?));
+    if let Err(Error::Stale(_)) = checked {
+        stats::stale_refused();
+    }
+    checked?;
     Ok(RedisValue::Integer(1))
 }
 

@@ -224,6 +224,9 @@ pub fn emit_aof(io: &mut AofOut, cmd: &CStr, args: &[&[u8]]) {
 /// What a value of one of the module's data types does for Redis's callbacks. The
 /// callbacks themselves (`type_methods`) are raw: Redis calls them with raw pointers.
 pub trait TypeValue: Sized {
+    /// How many values of the type are alive (for `INFO`): the callbacks below and the
+    /// one place values are stored keep it.
+    const LIVE: &'static std::sync::atomic::AtomicI64;
     fn rdb_save(&self, out: &mut RdbOut);
     /// `None` refuses the payload (a corrupt RESTORE fails instead of crashing).
     fn rdb_load(input: &mut RdbIn, encver: i32) -> Option<Self>;
@@ -349,7 +352,10 @@ unsafe fn value_ref<'a, T>(value: *const c_void) -> Option<&'a T> {
 
 unsafe extern "C" fn rdb_load<T: TypeValue>(io: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
     match T::rdb_load(&mut RdbIn { io }, encver) {
-        Some(value) => Box::into_raw(Box::new(value)).cast(),
+        Some(value) => {
+            T::LIVE.fetch_add(1, Ordering::Relaxed);
+            Box::into_raw(Box::new(value)).cast()
+        }
         None => ptr::null_mut(),
     }
 }
@@ -382,6 +388,7 @@ unsafe extern "C" fn digest<T: TypeValue>(md: *mut raw::RedisModuleDigest, value
 
 unsafe extern "C" fn free<T: TypeValue>(value: *mut c_void) {
     if !value.is_null() {
+        T::LIVE.fetch_sub(1, Ordering::Relaxed);
         drop(Box::from_raw(value.cast::<T>()));
     }
 }
@@ -421,6 +428,9 @@ pub trait ServerEvents {
     /// Something happened after which a replication stream may exist: a fork (a
     /// replica's full sync forks), a replica came or went, loading started.
     fn stream_may_exist();
+    /// The fields of the module's INFO section. For a crash report, only what can be
+    /// read without taking a lock (the crash may have happened while one was held).
+    fn info(for_crash_report: bool) -> Vec<InfoField>;
     /// A keyspace event of the subscribed classes: called for every such event of every
     /// client, so it must drop what it does not need at once.
     fn keyspace(ctx: &Context, event: &[u8], key: &[u8]);
@@ -481,6 +491,37 @@ unsafe extern "C" fn loading<E: ServerEvents>(ctx: *mut raw::RedisModuleCtx, _: 
 
 unsafe extern "C" fn stream_may_exist<E: ServerEvents>(_: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, _: u64, _: *mut c_void) {
     E::stream_may_exist();
+}
+
+/// One field of the module's INFO section; Redis names it `fencelock_<name>`.
+pub enum InfoField {
+    Int(&'static CStr, i64),
+    Uint(&'static CStr, u64),
+}
+
+/// Registers `E::info` as the module's INFO section (`INFO fencelock`, `INFO modules`,
+/// `INFO everything`). Raw: no crate wrapper that loads on 7.0.
+pub fn register_info<E: ServerEvents>(ctx: &Context) -> bool {
+    // SAFETY: load-time context.
+    unsafe { raw::RedisModule_RegisterInfoFunc.is_some_and(|register| register(ctx.ctx, Some(info_func::<E>)) == OK) }
+}
+
+unsafe extern "C" fn info_func<E: ServerEvents>(info: *mut raw::RedisModuleInfoCtx, for_crash_report: c_int) {
+    let (Some(section), Some(int), Some(uint)) =
+        (raw::RedisModule_InfoAddSection, raw::RedisModule_InfoAddFieldLongLong, raw::RedisModule_InfoAddFieldULongLong)
+    else {
+        return;
+    };
+    // A null name: the section named after the module.
+    if section(info, ptr::null()) != OK {
+        return;
+    }
+    for field in E::info(for_crash_report != 0) {
+        match field {
+            InfoField::Int(name, v) => int(info, name.as_ptr(), v),
+            InfoField::Uint(name, v) => uint(info, name.as_ptr(), v),
+        };
+    }
 }
 
 /// A callback for `subscribe_keyspace`.

@@ -9,7 +9,7 @@ use crate::command;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Command, ACQUIRE_ACL, ACQUIRE_ARGS, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
-use crate::machinery::{store, waiting};
+use crate::machinery::{stats, store, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Args};
 use crate::logic::rwlock::{Acquire, Mode, Release, RwLock};
@@ -108,7 +108,11 @@ impl Request for AcquireRw {
             clock::with_tokens(|tokens| lock.acquire(self.mode, &self.owner, self.ttl, now, tokens, others_first)).map_err(Error::from)
         })?;
         Ok(match outcome {
-            Acquire::Granted(token) | Acquire::Reentered(token) => Some(token),
+            Acquire::Granted(token) => {
+                stats::granted(waiter.is_some());
+                Some(token)
+            }
+            Acquire::Reentered(token) => Some(token),
             Acquire::Busy => None,
         })
     }
@@ -133,6 +137,9 @@ fn wlock(ctx: &Context, args: Args) -> Result<RedisValue> {
 fn unlock(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
     let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| Ok(lock.release(mode, call.owner(), now)))?;
+    if released != Release::NotHeld {
+        stats::released();
+    }
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
@@ -150,6 +157,9 @@ fn wunlock(ctx: &Context, args: Args) -> Result<RedisValue> {
 fn extend(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
     let extended = store::update(ctx, &call.key, |lock: &mut RwLock, now| Ok(lock.extend(call.owner(), call.ttl, now)))?;
+    if extended {
+        stats::extended();
+    }
     Ok(RedisValue::Integer(extended as i64))
 }
 

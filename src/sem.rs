@@ -15,7 +15,7 @@ use crate::logic::Token;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Arg, Command, ACQUIRE_ACL, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
-use crate::machinery::{store, waiting};
+use crate::machinery::{stats, store, waiting};
 use crate::persist::sem::{KIND, SEM_TYPE};
 
 const HOLDERS: &std::ffi::CStr = c"O(log N) where N is the number of holders";
@@ -86,7 +86,11 @@ impl Request for Ask {
                 .map_err(Error::from)
         })?;
         Ok(match outcome {
-            Acquire::Granted(token) | Acquire::Reentered(token) => Some(token),
+            Acquire::Granted(token) => {
+                stats::granted(waiter.is_some());
+                Some(token)
+            }
+            Acquire::Reentered(token) => Some(token),
             Acquire::Busy => None,
         })
     }
@@ -103,6 +107,9 @@ fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
 fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
     let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.release(call.owner(), now)))?;
+    if released != Release::NotHeld {
+        stats::released();
+    }
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 
@@ -110,6 +117,9 @@ fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
 fn extend(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwnerTtl)?;
     let extended = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.extend(call.owner(), call.ttl, now)))?;
+    if extended {
+        stats::extended();
+    }
     Ok(RedisValue::Integer(extended as i64))
 }
 

@@ -13,8 +13,8 @@ use std::time::Instant;
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::machinery::clock::now_ms;
-use crate::machinery::{config, effects, expiry, keyspace, store, waiting};
-use crate::ffi::{self, Db, ServerEvents};
+use crate::machinery::{clock, config, effects, expiry, keyspace, stats, store, waiting};
+use crate::ffi::{self, Db, InfoField, ServerEvents};
 
 /// How many due keys a pass takes between looks at the clock: a pass spends at most
 /// `fencelock.expiry-slice-us` ending leases (a million leases ending in the same second
@@ -24,7 +24,7 @@ const EXPIRY_BATCH: usize = 32;
 /// Subscribes to the server events, and readies the keyspace subscription.
 pub fn init(ctx: &Context) -> bool {
     keyspace::init(ctx, ffi::keyspace_callback::<Events>());
-    ffi::subscribe_server_events::<Events>(ctx)
+    ffi::subscribe_server_events::<Events>(ctx) && ffi::register_info::<Events>(ctx)
 }
 
 /// Settles `keys` (each in its database), putting the context's database back after.
@@ -100,6 +100,16 @@ impl ServerEvents for Events {
 
     fn stream_may_exist() {
         effects::stream_may_exist();
+    }
+
+    fn info(for_crash_report: bool) -> Vec<InfoField> {
+        if for_crash_report {
+            return stats::fields(0, 0, 0, 0, 0);
+        }
+        let now = now_ms();
+        let (clients, keys) = waiting::totals();
+        let (index, lag) = expiry::status(now);
+        stats::fields(clients, keys, index, lag, clock::with_tokens(|t| t.floor()))
     }
 
     fn flushing(db: Option<Db>) {

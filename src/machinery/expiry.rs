@@ -70,6 +70,11 @@ pub fn take_due(now: Millis, limit: usize) -> Vec<(Db, Box<[u8]>)> {
     with(|e| e.deadlines.take_due(now, limit))
 }
 
+/// The index's size, and how late its earliest deadline is at `now` (0 when not due).
+pub fn status(now: Millis) -> (usize, Millis) {
+    with(|e| (e.deadlines.len(), e.deadlines.earliest().map_or(0, |d| (now - d).max(0))))
+}
+
 /// FLUSHDB / FLUSHALL (`None`: every database).
 pub fn clear(db: Option<Db>) {
     with(|e| e.deadlines.clear(db));

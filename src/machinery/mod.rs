@@ -1,7 +1,8 @@
 //! The machinery every lock kind plugs into, below the command files.
 //!
 //! Layers, each using only those above it in this list:
-//! - `config`: the module's configs (`fencelock.*` in `CONFIG GET`).
+//! - `config`: the module's configs (`fencelock.*` in `CONFIG GET`); `stats`: the
+//!   counters `INFO fencelock` shows.
 //! - `clock`: the server's wall clock and the token clock.
 //! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
 //!   kinds, and what a blocked acquire must be able to do (`Request`).
@@ -28,5 +29,6 @@ pub mod events;
 pub mod expiry;
 pub mod keyspace;
 pub mod kind;
+pub mod stats;
 pub mod store;
 pub mod waiting;

@@ -17,7 +17,7 @@ use redis_module::key::{RedisKey, RedisKeyWritable};
 use redis_module::{Context, RedisString};
 
 use crate::machinery::kind::{self, Changes, Kind, KindOps};
-use crate::machinery::{clock, effects, expiry, keyspace, waiting};
+use crate::machinery::{clock, effects, expiry, keyspace, stats, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Db};
 use crate::logic::{Millis, Token};
@@ -38,6 +38,9 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
         return result;
     }
     let new_deadline = value.next_deadline();
+    if old_deadline.is_some_and(|d| d <= now) && new_deadline != old_deadline {
+        stats::lease_expired();
+    }
     if value.is_vacant() {
         if existed {
             effects::emit_del(ctx, key);
@@ -46,7 +49,7 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     } else {
         value.replicate(&changes, ctx, key);
         if !existed {
-            handle.set_value(K::data_type(), fresh)?;
+            store_new(&handle, fresh)?;
         }
         if changes.released() && waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
             waiting::signal(ctx, key);
@@ -54,6 +57,13 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     }
     expiry::track(ctx, key.as_slice(), old_deadline, new_deadline);
     result
+}
+
+/// Stores a new value at an empty key.
+fn store_new<K: Kind>(handle: &RedisKeyWritable, value: K) -> Result<()> {
+    handle.set_value(K::data_type(), value)?;
+    K::LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
 }
 
 /// What a missing `key` reads as: vacant, as its first waiter (if any) sees it.
@@ -80,7 +90,7 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
         (true, true) => {
             handle.delete()?;
         }
-        (false, false) => handle.set_value(K::data_type(), fresh)?,
+        (false, false) => store_new(&handle, fresh)?,
         _ => {}
     }
     expiry::track(ctx, key.as_slice(), old_deadline, new_deadline);
@@ -94,7 +104,7 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
 fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
     if waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
         if !existed {
-            handle.set_value(K::data_type(), vacant::<K>(ctx, key))?;
+            store_new(&handle, vacant::<K>(ctx, key))?;
         }
         waiting::signal(ctx, key);
         Ok(false)
@@ -119,6 +129,9 @@ fn settle<K: Kind>(ctx: &Context, key: &RedisString, now: Millis) {
         let old_deadline = value.next_deadline();
         value.end_over(now);
         let changes = value.take_changes();
+        if changes.any() {
+            stats::lease_expired();
+        }
         if !value.is_vacant() {
             value.replicate(&changes, ctx, key);
             // Tracked again: the entry that brought us here left the index (or was stale).

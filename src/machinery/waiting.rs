@@ -23,10 +23,11 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Instant;
 
 use redis_module::{Context, ContextFlags, RedisError, RedisString, RedisValue};
 
-use crate::machinery::config;
+use crate::machinery::{config, stats};
 use crate::machinery::kind::Request;
 use crate::error::{Error, Result};
 use crate::ffi::{self, Blocked, BlockedClient, Db};
@@ -44,10 +45,25 @@ struct Waiter {
 /// and its later ways out (free, disconnection) need not look for it there. A waiter
 /// served by the module leaves its reply for its timeout callback, which is how Redis
 /// has a client blocked on keys answered when the module unblocks it.
-#[derive(Default)]
 struct Answer {
+    /// When the client blocked (for the wait times `INFO` shows).
+    since: Instant,
     served: AtomicBool,
     reply: Mutex<Option<std::result::Result<Token, RedisError>>>,
+}
+
+impl Answer {
+    fn new() -> Answer {
+        Answer { since: Instant::now(), served: AtomicBool::new(false), reply: Mutex::new(None) }
+    }
+
+    /// The waiter is out of the queue with `outcome`.
+    fn served(&self, outcome: &Result<Token>) {
+        self.served.store(true, Ordering::Relaxed);
+        if outcome.is_ok() {
+            stats::waited(self.since.elapsed());
+        }
+    }
 }
 
 type Queue = WaitQueue<Waiter>;
@@ -87,6 +103,11 @@ impl Waiters {
         }
         removed
     }
+}
+
+/// How many clients wait, and on how many keys.
+pub fn totals() -> (usize, usize) {
+    with(|w| w.queues.values().flat_map(|keys| keys.values()).fold((0, 0), |(c, k), q| (c + q.len(), k + 1)))
 }
 
 /// How many clients wait on `key`.
@@ -161,7 +182,7 @@ fn serve(ctx: &Context, db: Db, key: &[u8]) {
         let Some((id, request, client, answer)) = front else { return };
         let Some(outcome) = try_grant(ctx, &name, id, request.as_ref()) else { return };
         with(|w| w.remove(db, key, id));
-        answer.served.store(true, Ordering::Relaxed);
+        answer.served(&outcome);
         *answer.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.map_err(Into::into));
         ffi::unblock(client);
     }
@@ -217,7 +238,7 @@ fn block(ctx: &Context, key: &RedisString, timeout: Millis, request: Arc<dyn Req
     // Redis adds the timeout to its clock in a signed 64-bit sum; a timeout beyond any
     // lease (2^40 ms, 35 years) is "without limit" and must not overflow that sum.
     let timeout = if timeout > MAX_TTL_MS { 0 } else { timeout };
-    let answer = Arc::new(Answer::default());
+    let answer = Arc::new(Answer::new());
     let ticket = Ticket { id, db, key: key.as_slice().into(), request: Arc::clone(&request), answer: Arc::clone(&answer) };
     // Nothing runs between blocking and queueing: both happen in this command.
     let client = ffi::block_on_key(ctx, key, timeout, ticket).map_err(|_| Error::Internal("blocking is not available".into()))?;
@@ -253,9 +274,9 @@ impl Blocked for Ticket {
         }
         let key = RedisString::create_from_slice(ctx.ctx, &self.key);
         let Some(outcome) = try_grant(ctx, &key, self.id, self.request.as_ref()) else { return false };
-        let reply = outcome.map(RedisValue::Integer);
         with(|w| w.remove(self.db, &self.key, self.id));
-        self.answer.served.store(true, Ordering::Relaxed);
+        self.answer.served(&outcome);
+        let reply = outcome.map(RedisValue::Integer);
         ctx.reply(reply.map_err(Into::into));
         true
     }
@@ -266,6 +287,7 @@ impl Blocked for Ticket {
             ctx.reply(answer.map(RedisValue::Integer));
             return;
         }
+        stats::wait_timed_out();
         self.leave();
         ctx.reply(Ok(RedisValue::Null));
     }

@@ -94,6 +94,8 @@ impl Kind for Fence {
 }
 
 impl TypeValue for Fence {
+    const LIVE: &'static std::sync::atomic::AtomicI64 = &crate::machinery::stats::FENCES;
+
     fn rdb_save(&self, out: &mut RdbOut) {
         out.signed(self.highest);
         out.signed(self.issued);

@@ -103,6 +103,8 @@ impl Kind for Mutex {
 }
 
 impl TypeValue for Mutex {
+    const LIVE: &'static std::sync::atomic::AtomicI64 = &crate::machinery::stats::MUTEXES;
+
     fn rdb_save(&self, out: &mut RdbOut) {
         match self.stored_holder() {
             Some(h) => {

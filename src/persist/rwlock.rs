@@ -136,6 +136,8 @@ fn mode_code(mode: Mode) -> u64 {
 }
 
 impl TypeValue for RwLock {
+    const LIVE: &'static std::sync::atomic::AtomicI64 = &crate::machinery::stats::RWLOCKS;
+
     fn rdb_save(&self, out: &mut RdbOut) {
         out.unsigned(self.len() as u64);
         for ((mode, owner), hold) in self.stored() {

@@ -138,6 +138,8 @@ impl Kind for Semaphore {
 }
 
 impl TypeValue for Semaphore {
+    const LIVE: &'static std::sync::atomic::AtomicI64 = &crate::machinery::stats::SEMAPHORES;
+
     fn rdb_save(&self, out: &mut RdbOut) {
         out.unsigned(self.limit());
         out.unsigned(self.len() as u64);
