@@ -104,7 +104,7 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
 fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
     if waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
         if !existed {
-            store_new(&handle, vacant::<K>(ctx, key))?;
+            store_new(handle, vacant::<K>(ctx, key))?;
         }
         waiting::signal(ctx, key);
         Ok(false)
