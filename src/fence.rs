@@ -1,6 +1,6 @@
 //! `FENCE.*`: fences that any Redis data can sit behind.
 
-use crate::ffi::Args;
+use crate::ffi::{self, Args};
 use redis_module::{Context, NextArg, RedisValue};
 
 use crate::args;
@@ -54,6 +54,7 @@ fn next(ctx: &Context, args: Args) -> Result<RedisValue> {
     let key = args.next_arg()?;
     let token = store::update(ctx, &key, |f: &mut Fence, now| Ok(clock::with_tokens(|tokens| f.next(now, tokens))?))?;
     stats::fence_token();
+    ffi::notify(ctx, true, c"fence.next", &key);
     Ok(RedisValue::Integer(token))
 }
 

@@ -524,6 +524,19 @@ unsafe extern "C" fn info_func<E: ServerEvents>(info: *mut raw::RedisModuleInfoC
     }
 }
 
+/// Fires keyspace event `event` on `key` (in the selected db): of the module class (`d`
+/// in `notify-keyspace-events`) when `module`, else generic (`g`, as `del`). Raw: the
+/// crate's wrapper takes the event as `&str` and builds a C string per call.
+pub fn notify(ctx: &Context, module: bool, event: &CStr, key: &RedisString) {
+    let class = if module { raw::REDISMODULE_NOTIFY_MODULE } else { raw::REDISMODULE_NOTIFY_GENERIC } as c_int;
+    // SAFETY: live context and key; Redis copies the event name.
+    unsafe {
+        if let Some(notify) = raw::RedisModule_NotifyKeyspaceEvent {
+            notify(ctx.ctx, class, event.as_ptr(), key.inner);
+        }
+    }
+}
+
 /// A callback for `subscribe_keyspace`.
 pub type KeyspaceCallback = unsafe extern "C" fn(*mut raw::RedisModuleCtx, c_int, *const c_char, *mut raw::RedisModuleString) -> c_int;
 

@@ -85,9 +85,14 @@ impl Request for AcquireMutex {
         Ok(match outcome {
             Acquire::Granted(token) => {
                 stats::granted(waiter.is_some());
+                let event = if waiter.is_some() { c"lock.handoff" } else { c"lock.acquire" };
+                ffi::notify(ctx, true, event, key);
                 Some(token)
             }
-            Acquire::Reentered(token) => Some(token),
+            Acquire::Reentered(token) => {
+                ffi::notify(ctx, true, c"lock.acquire", key);
+                Some(token)
+            }
             Acquire::Busy => None,
         })
     }
@@ -103,10 +108,16 @@ fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
 /// `LOCK.RELEASE key owner`
 fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    let released = store::update(ctx, &call.key, |m: &mut Mutex, now| Ok(m.release(call.owner(), now)))?;
-    if released != Release::NotHeld {
-        stats::released();
-    }
+    // The event goes out before the store deletes a key nobody holds (and fires `del`),
+    // in the order Redis's own commands use.
+    let released = store::update(ctx, &call.key, |m: &mut Mutex, now| {
+        let released = m.release(call.owner(), now);
+        if released != Release::NotHeld {
+            stats::released();
+            ffi::notify(ctx, true, c"lock.release", &call.key);
+        }
+        Ok(released)
+    })?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 

@@ -110,9 +110,14 @@ impl Request for AcquireRw {
         Ok(match outcome {
             Acquire::Granted(token) => {
                 stats::granted(waiter.is_some());
+                let event = if waiter.is_some() { c"rwlock.handoff" } else { c"rwlock.acquire" };
+                ffi::notify(ctx, true, event, key);
                 Some(token)
             }
-            Acquire::Reentered(token) => Some(token),
+            Acquire::Reentered(token) => {
+                ffi::notify(ctx, true, c"rwlock.acquire", key);
+                Some(token)
+            }
             Acquire::Busy => None,
         })
     }
@@ -136,10 +141,16 @@ fn wlock(ctx: &Context, args: Args) -> Result<RedisValue> {
 
 fn unlock(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| Ok(lock.release(mode, call.owner(), now)))?;
-    if released != Release::NotHeld {
-        stats::released();
-    }
+    // The event goes out before the store deletes a key nobody holds (and fires `del`),
+    // in the order Redis's own commands use.
+    let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| {
+        let released = lock.release(mode, call.owner(), now);
+        if released != Release::NotHeld {
+            stats::released();
+            ffi::notify(ctx, true, c"rwlock.release", &call.key);
+        }
+        Ok(released)
+    })?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 

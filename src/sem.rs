@@ -88,9 +88,14 @@ impl Request for Ask {
         Ok(match outcome {
             Acquire::Granted(token) => {
                 stats::granted(waiter.is_some());
+                let event = if waiter.is_some() { c"sem.handoff" } else { c"sem.acquire" };
+                ffi::notify(ctx, true, event, key);
                 Some(token)
             }
-            Acquire::Reentered(token) => Some(token),
+            Acquire::Reentered(token) => {
+                ffi::notify(ctx, true, c"sem.acquire", key);
+                Some(token)
+            }
             Acquire::Busy => None,
         })
     }
@@ -106,10 +111,16 @@ fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
 /// `SEM.RELEASE key owner`
 fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| Ok(sem.release(call.owner(), now)))?;
-    if released != Release::NotHeld {
-        stats::released();
-    }
+    // The event goes out before the store deletes a key nobody holds (and fires `del`),
+    // in the order Redis's own commands use.
+    let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| {
+        let released = sem.release(call.owner(), now);
+        if released != Release::NotHeld {
+            stats::released();
+            ffi::notify(ctx, true, c"sem.release", &call.key);
+        }
+        Ok(released)
+    })?;
     Ok(RedisValue::Integer((released != Release::NotHeld) as i64))
 }
 

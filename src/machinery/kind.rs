@@ -7,6 +7,7 @@
 //! the registry of `KindOps`, filled once at load.
 
 use std::any::Any;
+use std::ffi::CStr;
 use std::sync::OnceLock;
 
 use redis_module::key::RedisKey;
@@ -25,6 +26,10 @@ pub trait Kind: Default + TypeValue + 'static {
 
     /// The Redis data type whose values are this kind.
     fn data_type() -> &'static RedisType;
+
+    /// The keyspace event fired when the server ends a lease that ran out (the holder's
+    /// lost-lock notification), e.g. `lock.expired`.
+    const EXPIRED_EVENT: &'static CStr;
 
     /// The value a missing key reads as while `front` (the first client waiting on it)
     /// waits: what it is revived as for them, and what a newcomer meets.

@@ -40,6 +40,7 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     let new_deadline = value.next_deadline();
     if old_deadline.is_some_and(|d| d <= now) && new_deadline != old_deadline {
         stats::lease_expired();
+        ffi::notify(ctx, true, K::EXPIRED_EVENT, key);
     }
     if value.is_vacant() {
         if existed {
@@ -110,6 +111,8 @@ fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &Red
         Ok(false)
     } else if existed {
         handle.delete()?;
+        // Redis's own deletions fire `del`; a module's do not unless it says so.
+        ffi::notify(ctx, false, c"del", key);
         Ok(true)
     } else {
         Ok(false)
@@ -131,6 +134,7 @@ fn settle<K: Kind>(ctx: &Context, key: &RedisString, now: Millis) {
         let changes = value.take_changes();
         if changes.any() {
             stats::lease_expired();
+            ffi::notify(ctx, true, K::EXPIRED_EVENT, key);
         }
         if !value.is_vacant() {
             value.replicate(&changes, ctx, key);

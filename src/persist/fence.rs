@@ -68,6 +68,8 @@ impl Changes for FenceChanged {
 }
 
 impl Kind for Fence {
+    const EXPIRED_EVENT: &'static std::ffi::CStr = c"fence.expired";
+
     type Changes = FenceChanged;
 
     fn data_type() -> &'static RedisType {

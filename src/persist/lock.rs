@@ -73,6 +73,8 @@ impl Changes for mutex::Changes {
 }
 
 impl Kind for Mutex {
+    const EXPIRED_EVENT: &'static std::ffi::CStr = c"lock.expired";
+
     type Changes = mutex::Changes;
 
     fn data_type() -> &'static RedisType {

@@ -96,6 +96,8 @@ fn hold_args<'a>(mode: Mode, owner: &'a [u8], h: &Hold) -> [effects::Arg<'a>; 5]
 }
 
 impl Kind for RwLock {
+    const EXPIRED_EVENT: &'static std::ffi::CStr = c"rwlock.expired";
+
     type Changes = HolderChanges<HolderKey>;
 
     fn data_type() -> &'static RedisType {

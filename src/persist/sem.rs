@@ -99,6 +99,8 @@ fn hold_args<'a>(limit: u64, owner: &'a [u8], h: &Hold) -> [effects::Arg<'a>; 6]
 }
 
 impl Kind for Semaphore {
+    const EXPIRED_EVENT: &'static std::ffi::CStr = c"sem.expired";
+
     type Changes = HolderChanges<Vec<u8>>;
 
     fn data_type() -> &'static RedisType {
