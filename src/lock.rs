@@ -111,7 +111,11 @@ fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     // The event goes out before the store deletes a key nobody holds (and fires `del`),
     // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |m: &mut Mutex, now| {
+        let token = m.holder(now).filter(|h| *h.owner == *call.owner()).map(|h| h.token);
         let released = m.release(call.owner(), now);
+        if let (Some(token), Release::Freed) = (token, released) {
+            stats::held(token, now);
+        }
         if released != Release::NotHeld {
             stats::released();
             ffi::notify(ctx, true, c"lock.release", &call.key);

@@ -144,7 +144,11 @@ fn unlock(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     // The event goes out before the store deletes a key nobody holds (and fires `del`),
     // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| {
+        let token = lock.stored().find(|((m, o), h)| *m == mode && o.as_slice() == call.owner() && h.deadline > now).map(|(_, h)| h.token);
         let released = lock.release(mode, call.owner(), now);
+        if let (Some(token), Release::Dropped) = (token, released) {
+            stats::held(token, now);
+        }
         if released != Release::NotHeld {
             stats::released();
             ffi::notify(ctx, true, c"rwlock.release", &call.key);

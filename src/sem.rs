@@ -114,7 +114,11 @@ fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     // The event goes out before the store deletes a key nobody holds (and fires `del`),
     // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| {
+        let token = sem.stored().find(|(o, h)| *o == call.owner() && h.deadline > now).map(|(_, h)| h.token);
         let released = sem.release(call.owner(), now);
+        if let (Some(token), Release::Dropped) = (token, released) {
+            stats::held(token, now);
+        }
         if released != Release::NotHeld {
             stats::released();
             ffi::notify(ctx, true, c"sem.release", &call.key);

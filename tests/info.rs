@@ -1,8 +1,8 @@
 //! `INFO fencelock`: the module's section, in `INFO fencelock`, `INFO modules` and `INFO
 //! everything`, and every field following what happened: grants, handoffs (after a
 //! release and after `DEL` with waiters), releases, extends, lease ends, wait
-//! time-outs, stale fence checks, keys per kind (through `DEBUG RELOAD` too) and a
-//! replica, which grants nothing itself.
+//! time-outs, stale fence checks, hold times, keys per kind (through `DEBUG RELOAD` too)
+//! and a replica, which grants nothing itself.
 
 mod support;
 
@@ -33,6 +33,9 @@ const FIELDS: &[&str] = &[
     "wait_us_p50",
     "wait_us_p99",
     "wait_us_max",
+    "hold_ms_p50",
+    "hold_ms_p99",
+    "hold_ms_max",
 ];
 
 /// The `fencelock_*` fields of `INFO section`, without the prefix, in order.
@@ -117,8 +120,10 @@ fn lease_ends_time_outs_stale_checks_and_del_with_waiters_count() {
     let before = stats(&mut c);
     grant(&mut c, "short", "alice", 50);
     wait_until(Duration::from_secs(5), "the lease ends", || dbsize(&mut c) == 0);
-    let d = delta(&before, &stats(&mut c));
+    let after = stats(&mut c);
+    let d = delta(&before, &after);
     assert_eq!(d.get("leases_expired"), Some(&1), "{d:?}");
+    assert!((50..5_000).contains(&after["hold_ms_max"]), "a 50 ms lease held to its end: {after:?}");
 
     grant(&mut c, "held", "alice", LONG_TTL);
     let before = stats(&mut c);
@@ -139,6 +144,26 @@ fn lease_ends_time_outs_stale_checks_and_del_with_waiters_count() {
     assert!(value_err(&raws(&mut c, &["FENCE.CHECK", "f", &(t - 1).to_string()])).is_some_and(|e| e.starts_with("STALE")));
     assert_eq!(value_int(&raws(&mut c, &["FENCE.CHECK", "f", &t.to_string()])), Some(1));
     assert_eq!(delta(&before, &stats(&mut c)), expect(&[("stale_refusals", 1)]));
+}
+
+#[test]
+fn releases_record_how_long_each_hold_lasted() {
+    let s = Server::new();
+    let mut c = s.conn();
+    grant(&mut c, "m", "a", LONG_TTL);
+    grant(&mut c, "m", "a", LONG_TTL);
+    raws(&mut c, &["RWLOCK.RLOCK", "rw", "a", "60000"]);
+    raws(&mut c, &["SEM.ACQUIRE", "s", "a", "2", "60000"]);
+    let_time_pass(40);
+    assert_eq!(release(&mut c, "m", "a"), 1);
+    assert_eq!(stats(&mut c)["hold_ms_max"], 0, "a release that keeps a hold records nothing");
+    assert_eq!(release(&mut c, "m", "a"), 1);
+    let one = stats(&mut c)["hold_ms_max"];
+    assert!((40..5_000).contains(&one), "the mutex held 40 ms or more: {one}");
+    raws(&mut c, &["RWLOCK.RUNLOCK", "rw", "a"]);
+    raws(&mut c, &["SEM.RELEASE", "s", "a"]);
+    let all = stats(&mut c);
+    assert!(all["hold_ms_p50"] >= 40 && all["hold_ms_p99"] <= all["hold_ms_max"], "{all:?}");
 }
 
 #[test]

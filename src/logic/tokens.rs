@@ -40,6 +40,13 @@ pub fn wall_part(now: Millis) -> Token {
     (now.saturating_sub(EPOCH_MS)).clamp(0, i64::MAX >> SHIFT) << SHIFT
 }
 
+/// When `token` was issued, from its wall-clock part: exact to the millisecond for a
+/// token the wall clock gave (fewer than 4,096 tokens in its millisecond, as always in
+/// practice); later than the truth for one the counter ran ahead to.
+pub fn issued_at(token: Token) -> Millis {
+    EPOCH_MS.saturating_add(token >> SHIFT)
+}
+
 /// How far ahead of the wall clock a token may be and still count as one a clock issued
 /// (a master's clock ahead of ours, a clock stepped back since): 30 days.
 const PLAUSIBLE_AHEAD_MS: Millis = 30 * 86_400_000;
@@ -189,5 +196,15 @@ mod tests {
     fn a_clock_before_the_epoch_still_issues_positive_tokens() {
         let mut clock = TokenClock::default();
         assert_eq!(clock.issue(-5, 0).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_token_tells_when_it_was_issued() {
+        let mut c = TokenClock::new();
+        let now = EPOCH_MS + 123_456;
+        let t = c.issue(now, 0).unwrap();
+        assert_eq!(issued_at(t), now);
+        let t2 = c.issue(now, 0).unwrap();
+        assert_eq!(issued_at(t2), now, "the next token of the same millisecond");
     }
 }

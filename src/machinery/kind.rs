@@ -43,6 +43,12 @@ pub trait Kind: Default + TypeValue + 'static {
     /// Ends every lease that is over at `now`.
     fn end_over(&mut self, now: Millis);
 
+    /// The tokens of the holds whose lease is over at `now` (for the hold times `INFO`
+    /// shows); called only when some lease is over.
+    fn over_holds(&self, _now: Millis) -> Vec<Token> {
+        Vec::new()
+    }
+
     /// Nobody holds it: its key stays only while clients wait on it.
     fn is_vacant(&self) -> bool;
 

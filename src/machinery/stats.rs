@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::ffi::InfoField;
+use crate::logic::tokens::issued_at;
+use crate::logic::{Millis, Token};
 
 /// Live values of each kind (keys, including a vacant key kept for its waiters).
 pub static MUTEXES: AtomicI64 = AtomicI64::new(0);
@@ -57,6 +59,11 @@ pub fn stale_refused() {
     STALE_REFUSALS.fetch_add(1, Relaxed);
 }
 
+/// A hold granted with `token` ended (released, or its lease ran out) at `now`.
+pub fn held(token: Token, now: Millis) {
+    HOLDS_MS.record((now - issued_at(token)).max(0) as u64);
+}
+
 /// A waiter was served after waiting `waited`.
 pub fn waited(waited: Duration) {
     WAITS.record(waited.as_micros().min(u64::MAX as u128) as u64);
@@ -69,6 +76,8 @@ pub struct Histogram {
 }
 
 static WAITS: Histogram = Histogram::new();
+/// Hold times in milliseconds.
+static HOLDS_MS: Histogram = Histogram::new();
 
 impl Histogram {
     pub const fn new() -> Histogram {
@@ -142,6 +151,9 @@ pub fn fields(waiting_clients: usize, keys_with_waiters: usize, expiry_index_key
         Uint(c"wait_us_p50", WAITS.quantile(0.5)),
         Uint(c"wait_us_p99", WAITS.quantile(0.99)),
         Uint(c"wait_us_max", WAITS.max()),
+        Uint(c"hold_ms_p50", HOLDS_MS.quantile(0.5)),
+        Uint(c"hold_ms_p99", HOLDS_MS.quantile(0.99)),
+        Uint(c"hold_ms_max", HOLDS_MS.max()),
     ]
 }
 

@@ -32,14 +32,16 @@ pub fn update<K: Kind, R>(ctx: &Context, key: &RedisString, op: impl FnOnce(&mut
     let mut fresh = if existed { K::default() } else { vacant::<K>(ctx, key) };
     let value = stored.unwrap_or(&mut fresh);
     let old_deadline = value.next_deadline();
+    let over = if old_deadline.is_some_and(|d| d <= now) { value.over_holds(now) } else { Vec::new() };
     let result = op(value, now);
     let changes = value.take_changes();
     if !changes.any() {
         return result;
     }
     let new_deadline = value.next_deadline();
-    if old_deadline.is_some_and(|d| d <= now) && new_deadline != old_deadline {
+    if !over.is_empty() && new_deadline != old_deadline {
         stats::lease_expired();
+        over.iter().for_each(|t| stats::held(*t, now));
         ffi::notify(ctx, true, K::EXPIRED_EVENT, key);
     }
     if value.is_vacant() {
@@ -130,10 +132,12 @@ fn settle<K: Kind>(ctx: &Context, key: &RedisString, now: Millis) {
     let mut just_freed = false;
     if let Some(value) = stored {
         let old_deadline = value.next_deadline();
+        let over = value.over_holds(now);
         value.end_over(now);
         let changes = value.take_changes();
         if changes.any() {
             stats::lease_expired();
+            over.iter().for_each(|t| stats::held(*t, now));
             ffi::notify(ctx, true, K::EXPIRED_EVENT, key);
         }
         if !value.is_vacant() {

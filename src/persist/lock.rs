@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::owner::Owner;
 use crate::logic::mutex::{self, Holder, Mutex};
-use crate::logic::Millis;
+use crate::logic::{Millis, Token};
 use crate::persist::sane_hold;
 
 pub static MUTEX_TYPE: RedisType =
@@ -87,6 +87,10 @@ impl Kind for Mutex {
 
     fn end_over(&mut self, now: Millis) {
         self.end_if_over(now);
+    }
+
+    fn over_holds(&self, now: Millis) -> Vec<Token> {
+        self.stored_holder().filter(|h| h.deadline <= now).map(|h| h.token).into_iter().collect()
     }
 
     fn is_vacant(&self) -> bool {

@@ -18,7 +18,7 @@ use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::rwlock::{Hold, HolderKey, Mode, RwLock};
-use crate::logic::Millis;
+use crate::logic::{Millis, Token};
 use crate::persist::sane_hold;
 
 pub static RWLOCK_TYPE: RedisType = RedisType::new("lockrwlck", ENCODING_VERSION, ffi::type_methods::<RwLock>());
@@ -110,6 +110,10 @@ impl Kind for RwLock {
 
     fn end_over(&mut self, now: Millis) {
         RwLock::end_over(self, now);
+    }
+
+    fn over_holds(&self, now: Millis) -> Vec<Token> {
+        self.stored().filter(|(_, h)| h.deadline <= now).map(|(_, h)| h.token).collect()
     }
 
     fn is_vacant(&self) -> bool {

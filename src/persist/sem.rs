@@ -20,7 +20,7 @@ use crate::machinery::store::{self, Registered};
 use crate::error::{Error, Result};
 use crate::ffi::{self, AofOut, Args, Db, DigestOut, RdbIn, RdbOut, TypeValue};
 use crate::logic::semaphore::{Ask, Hold, Semaphore, MAX_LIMIT};
-use crate::logic::Millis;
+use crate::logic::{Millis, Token};
 use crate::persist::sane_hold;
 
 pub static SEM_TYPE: RedisType = RedisType::new("locksemph", ENCODING_VERSION, ffi::type_methods::<Semaphore>());
@@ -119,6 +119,10 @@ impl Kind for Semaphore {
 
     fn end_over(&mut self, now: Millis) {
         Semaphore::end_over(self, now);
+    }
+
+    fn over_holds(&self, now: Millis) -> Vec<Token> {
+        self.stored().filter(|(_, h)| h.deadline <= now).map(|(_, h)| h.token).collect()
     }
 
     fn is_vacant(&self) -> bool {
