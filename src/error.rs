@@ -31,6 +31,9 @@ pub enum Error {
     TooManyWaiters(usize),
     /// An internal (effect) command sent by an ordinary client.
     InternalOnly(String),
+    /// A command `FENCE.CALL` does not run behind a fence (blocking, transactions,
+    /// scripts, admin, pub/sub, itself).
+    CannotRun(String),
     /// A panic caught at the command boundary.
     Internal(String),
     Redis(RedisError),
@@ -58,6 +61,7 @@ impl fmt::Display for Error {
             Error::OwnerHolds(n) => write!(f, "ERR owner holds {n} permits"),
             Error::Stale(s) => write!(f, "STALE token {} is older than {}", s.token, s.highest),
             Error::TokensExhausted => write!(f, "ERR token space exhausted for this key"),
+            Error::CannotRun(name) => write!(f, "ERR FENCE.CALL cannot run {name}"),
             Error::InternalOnly(cmd) => {
                 write!(f, "ERR {cmd} is internal: only replication and AOF loading may send it")
             }

@@ -1,7 +1,10 @@
 //! `FENCE.*`: fences that any Redis data can sit behind.
 
 use crate::ffi::{self, Args};
-use redis_module::{Context, NextArg, RedisValue};
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
+use redis_module::{Context, NextArg, RedisString, RedisValue};
 
 use crate::args;
 use crate::command;
@@ -34,6 +37,17 @@ pub const COMMANDS: &[Command] = &[
         summary: c"Records a token if it is at least the highest seen for the key, else answers STALE",
         complexity: c"O(1)",
         args: &[Arg::Key, Arg::Integer(c"token")],
+    },
+    Command {
+        name: c"fence.call",
+        entry: command!(call),
+        flags: c"write getkeys-api",
+        acl: "write slow",
+        arity: -4,
+        access: Access::Call,
+        summary: c"Runs one command behind the fence: only if the token passes FENCE.CHECK, with the command's own reply",
+        complexity: c"O(1) plus the command's own",
+        args: &[Arg::Key, Arg::Integer(c"token"), Arg::Text(c"command"), Arg::Rest(c"arg")],
     },
     Command {
         name: c"fence.current",
@@ -69,6 +83,80 @@ fn check(ctx: &Context, args: Args) -> Result<RedisValue> {
     }
     checked?;
     Ok(RedisValue::Integer(1))
+}
+
+/// What `FENCE.CALL` knows of a command it may run, from `COMMAND INFO` (cached: a
+/// command's declaration does not change while the server runs).
+#[derive(Clone, Copy)]
+struct Inner {
+    arity: i64,
+    /// Blocking, a transaction or script command, admin, pub/sub.
+    refused: bool,
+    /// Has subcommands: what matters is `name|subcommand`'s.
+    container: bool,
+}
+
+static INNER: LazyLock<Mutex<HashMap<Vec<u8>, Inner>>> = LazyLock::new(Default::default);
+
+/// `COMMAND INFO` of `name` (lower case), cached; None for an unknown command.
+fn inner(ctx: &Context, name: &[u8]) -> Option<Inner> {
+    if let Some(known) = INNER.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
+        return Some(*known);
+    }
+    let (arity, flags, container) = ffi::command_info(ctx, name)?;
+    let refused = name == b"fence.call" || flags.iter().any(|f| matches!(f.as_str(), "blocking" | "noscript" | "admin" | "pubsub"));
+    let inner = Inner { arity, refused, container };
+    INNER.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_vec(), inner);
+    Some(inner)
+}
+
+/// The command in `argv` (name first) as `FENCE.CALL` may run it: `Ok(true)` to run it
+/// behind the fence, `Ok(false)` when Redis itself would refuse it (unknown, unknown
+/// subcommand, wrong arity: its answer is Redis's, and the fence is not touched).
+fn check_inner(ctx: &Context, argv: &[*mut redis_module::raw::RedisModuleString]) -> Result<bool> {
+    let word = |i: usize| RedisString::new(None, argv[i]).as_slice().to_ascii_lowercase();
+    let name = word(0);
+    let Some(mut info) = inner(ctx, &name) else { return Ok(false) };
+    if info.container && !info.refused && argv.len() > 1 {
+        let mut full = name.clone();
+        full.push(b'|');
+        full.extend(word(1));
+        let Some(sub) = inner(ctx, &full) else { return Ok(false) };
+        info = sub;
+    }
+    if info.refused {
+        return Err(Error::CannotRun(RedisString::new(None, argv[0]).to_string_lossy()));
+    }
+    let given = argv.len() as i64;
+    Ok(if info.arity >= 0 { given == info.arity } else { given >= -info.arity })
+}
+
+/// `FENCE.CALL fence-key token command [arg ...]`
+fn call(ctx: &Context, args: Args) -> Result<RedisValue> {
+    let argv = args.raw().to_vec();
+    if ffi::is_keys_position_request(ctx) {
+        ffi::key_at_pos(ctx, 1, (redis_module::raw::REDISMODULE_CMD_KEY_RW | redis_module::raw::REDISMODULE_CMD_KEY_UPDATE) as i32);
+        if argv.len() > 3 {
+            for (pos, flags) in ffi::command_keys(ctx, &argv[3..]) {
+                ffi::key_at_pos(ctx, pos + 3, flags);
+            }
+        }
+        return Ok(RedisValue::NoReply);
+    }
+    let mut args = args::take(args, 3, usize::MAX - 3)?;
+    let key = args.next_arg()?;
+    let token = args::token(&args.next_arg()?)?;
+    let inner = &argv[3..];
+    if check_inner(ctx, inner)? {
+        let checked = store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?));
+        if let Err(Error::Stale(_)) = checked {
+            stats::stale_refused();
+        }
+        checked?;
+    }
+    let reply = ffi::call_as_caller(ctx, inner).ok_or_else(|| Error::Internal("the server did not run the command".into()))?;
+    reply.forward(ctx);
+    Ok(RedisValue::NoReply)
 }
 
 /// `FENCE.CURRENT key`

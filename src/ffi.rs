@@ -585,6 +585,149 @@ impl ModuleContext {
     }
 }
 
+// ---- running another command (FENCE.CALL) ---------------------------------------------
+
+impl Args {
+    /// Every argument as Redis passed it, the command name first.
+    pub fn raw(&self) -> &[*mut raw::RedisModuleString] {
+        if self.argc == 0 {
+            return &[];
+        }
+        // SAFETY: `argv` holds `argc` strings for the command call (see `new`).
+        unsafe { std::slice::from_raw_parts(self.argv, self.argc) }
+    }
+}
+
+/// Whether Redis only asks for the command's keys (a `getkeys-api` command).
+pub fn is_keys_position_request(ctx: &Context) -> bool {
+    // SAFETY: live context.
+    unsafe { raw::RedisModule_IsKeysPositionRequest.is_some_and(|f| f(ctx.ctx) != 0) }
+}
+
+/// Reports argument `pos` as a key with key-spec `flags`.
+pub fn key_at_pos(ctx: &Context, pos: c_int, flags: c_int) {
+    // SAFETY: live context in a keys-position request.
+    unsafe {
+        match (raw::RedisModule_KeyAtPosWithFlags, raw::RedisModule_KeyAtPos) {
+            (Some(with_flags), _) => with_flags(ctx.ctx, pos, flags),
+            (None, Some(plain)) => plain(ctx.ctx, pos),
+            (None, None) => {}
+        }
+    }
+}
+
+/// The key positions (in `argv`, the command name at 0) and key flags of the command in
+/// `argv`; none for an unknown command or a wrong arity. Raw: no crate wrapper.
+pub fn command_keys(ctx: &Context, argv: &[*mut raw::RedisModuleString]) -> Vec<(c_int, c_int)> {
+    // SAFETY: `argv` are live strings; Redis allocates both arrays, freed here.
+    unsafe {
+        let (Some(get), Some(free)) = (raw::RedisModule_GetCommandKeysWithFlags, raw::RedisModule_Free) else { return vec![] };
+        let mut num: c_int = 0;
+        let mut flags: *mut c_int = ptr::null_mut();
+        let positions = get(ctx.ctx, argv.as_ptr().cast_mut(), argv.len() as c_int, &mut num, &mut flags);
+        if positions.is_null() {
+            return vec![];
+        }
+        let keys = (0..num.max(0) as usize).map(|i| (*positions.add(i), if flags.is_null() { 0 } else { *flags.add(i) })).collect();
+        free(positions.cast());
+        if !flags.is_null() {
+            free(flags.cast());
+        }
+        keys
+    }
+}
+
+/// A reply of `call`, freed when dropped.
+pub struct CallReply(*mut raw::RedisModuleCallReply);
+
+impl Drop for CallReply {
+    fn drop(&mut self) {
+        // SAFETY: a reply `call` got and nobody freed.
+        unsafe {
+            if let Some(free) = raw::RedisModule_FreeCallReply {
+                free(self.0);
+            }
+        }
+    }
+}
+
+impl CallReply {
+    /// Sends this reply, as it is, to the client of `ctx`.
+    pub fn forward(&self, ctx: &Context) {
+        // SAFETY: live context and reply.
+        unsafe {
+            if let Some(reply) = raw::RedisModule_ReplyWithCallReply {
+                reply(ctx.ctx, self.0);
+            }
+        }
+    }
+
+    /// Element `i` of an array reply.
+    fn element(&self, i: usize) -> Option<*mut raw::RedisModuleCallReply> {
+        // SAFETY: live reply; Redis checks the type and the index, and the element lives
+        // as long as this reply.
+        unsafe {
+            let el = raw::RedisModule_CallReplyArrayElement?(self.0, i);
+            (!el.is_null()).then_some(el)
+        }
+    }
+}
+
+/// Runs `argv` (the command name first) as the caller would: its ACL permissions checked
+/// for the command and its keys (`C`), refused on OOM when the command may grow memory
+/// (`M`), replicated and written to the AOF as Redis would when called directly (`!`),
+/// errors as replies (`E`). None when the server refused the call itself. Raw: the
+/// crate's call options need a newer server.
+pub fn call_as_caller(ctx: &Context, argv: &[*mut raw::RedisModuleString]) -> Option<CallReply> {
+    let (name, args) = argv.split_first()?;
+    // SAFETY: `name` is a live string; Redis reads the format, then `args.len()` strings.
+    unsafe {
+        let call = raw::RedisModule_Call?;
+        let mut len = 0;
+        let bytes = raw::RedisModule_StringPtrLen?(*name, &mut len);
+        let name = CString::new(std::slice::from_raw_parts(bytes.cast::<u8>(), len)).ok()?;
+        let reply = call(ctx.ctx, name.as_ptr(), c"!CEMv".as_ptr(), args.as_ptr(), args.len());
+        (!reply.is_null()).then(|| CallReply(reply))
+    }
+}
+
+/// What `COMMAND INFO name` says of a command: its arity, its flags, and whether it has
+/// subcommands (a container such as CONFIG); None for an unknown command.
+pub fn command_info(ctx: &Context, name: &[u8]) -> Option<(i64, Vec<String>, bool)> {
+    // SAFETY: Redis copies the arguments; every element read lives as long as `reply`.
+    unsafe {
+        let call = raw::RedisModule_Call?;
+        let reply = call(ctx.ctx, c"COMMAND".as_ptr(), c"cb".as_ptr(), c"INFO".as_ptr(), name.as_ptr(), name.len());
+        if reply.is_null() {
+            return None;
+        }
+        let reply = CallReply(reply);
+        let entry = reply.element(0)?;
+        if raw::RedisModule_CallReplyType?(entry) != raw::REDISMODULE_REPLY_ARRAY as c_int {
+            return None;
+        }
+        let at = |i| {
+            let el = raw::RedisModule_CallReplyArrayElement?(entry, i);
+            (!el.is_null()).then_some(el)
+        };
+        let arity = raw::RedisModule_CallReplyInteger?(at(1)?);
+        let flags_reply = at(2)?;
+        let n = raw::RedisModule_CallReplyLength?(flags_reply);
+        let mut flags = Vec::with_capacity(n);
+        for i in 0..n {
+            let f = raw::RedisModule_CallReplyArrayElement?(flags_reply, i);
+            let mut len = 0;
+            let p = raw::RedisModule_CallReplyStringPtr?(f, &mut len);
+            if !p.is_null() {
+                flags.push(String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned());
+            }
+        }
+        // Element 9 (7.0+): the subcommands.
+        let container = at(9).is_some_and(|subs| raw::RedisModule_CallReplyLength.is_some_and(|len| len(subs) > 0));
+        Some((arity, flags, container))
+    }
+}
+
 // ---- configs -----------------------------------------------------------------------
 
 /// A numeric module config kept in a static: Redis reads and writes it through the
@@ -717,10 +860,17 @@ pub fn create_command(ctx: &Context, name: &CStr, func: CommandFunc, flags: &CSt
 }
 
 /// How a command treats its one key (the flags of its key spec).
+/// A command's keys: the key at argument 1 with `flags`, and, from `variable_from` on,
+/// the keys of the command it runs (found by its getkeys callback).
+pub struct KeySpecs {
+    pub flags: u64,
+    pub variable_from: Option<c_int>,
+}
+
 pub fn set_command_info(
     command: *mut raw::RedisModuleCommand,
     arity: c_int,
-    key_flags: u64,
+    keys: KeySpecs,
     summary: &CStr,
     complexity: &CStr,
     since: &CStr,
@@ -742,7 +892,7 @@ pub fn set_command_info(
     let mut key_specs = [
         raw::RedisModuleCommandKeySpec {
             notes: ptr::null(),
-            flags: key_flags,
+            flags: keys.flags,
             begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
             bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
                 index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos: 1 },
@@ -753,7 +903,24 @@ pub fn set_command_info(
             },
         },
         unsafe { std::mem::zeroed() },
+        unsafe { std::mem::zeroed() },
     ];
+    // Keys found only by the command's getkeys callback (another command's, run behind
+    // it): a spec flagged incomplete makes Redis ask the callback.
+    if let Some(pos) = keys.variable_from {
+        key_specs[1] = raw::RedisModuleCommandKeySpec {
+            notes: c"the keys of the command it runs".as_ptr(),
+            flags: (raw::REDISMODULE_CMD_KEY_RW | raw::REDISMODULE_CMD_KEY_INCOMPLETE | raw::REDISMODULE_CMD_KEY_VARIABLE_FLAGS) as u64,
+            begin_search_type: raw::RedisModuleKeySpecBeginSearchType_REDISMODULE_KSPEC_BS_INDEX,
+            bs: raw::RedisModuleCommandKeySpec__bindgen_ty_1 {
+                index: raw::RedisModuleCommandKeySpec__bindgen_ty_1__bindgen_ty_1 { pos },
+            },
+            find_keys_type: raw::RedisModuleKeySpecFindKeysType_REDISMODULE_KSPEC_FK_RANGE,
+            fk: raw::RedisModuleCommandKeySpec__bindgen_ty_2 {
+                range: raw::RedisModuleCommandKeySpec__bindgen_ty_2__bindgen_ty_1 { lastkey: -1, keystep: 1, limit: 0 },
+            },
+        };
+    }
     let info = raw::RedisModuleCommandInfo {
         version: &VERSION,
         summary: summary.as_ptr(),
@@ -773,6 +940,11 @@ pub fn set_command_info(
 
 /// One documented argument of a command (`COMMAND DOCS`); `arg_end()` terminates a list.
 pub fn command_arg(name: &'static CStr, type_: raw::RedisModuleCommandArgType, key_spec: Option<c_int>, token: Option<&'static CStr>, optional: bool) -> raw::RedisModuleCommandArg {
+    command_arg_with(name, type_, key_spec, token, if optional { raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int } else { 0 })
+}
+
+/// As `command_arg`, with the argument flags given (`REDISMODULE_CMD_ARG_*`).
+pub fn command_arg_with(name: &'static CStr, type_: raw::RedisModuleCommandArgType, key_spec: Option<c_int>, token: Option<&'static CStr>, flags: c_int) -> raw::RedisModuleCommandArg {
     raw::RedisModuleCommandArg {
         name: name.as_ptr(),
         type_,
@@ -780,7 +952,7 @@ pub fn command_arg(name: &'static CStr, type_: raw::RedisModuleCommandArgType, k
         token: token.map_or(ptr::null(), CStr::as_ptr),
         summary: ptr::null(),
         since: ptr::null(),
-        flags: if optional { raw::REDISMODULE_CMD_ARG_OPTIONAL as c_int } else { 0 },
+        flags,
         deprecated_since: ptr::null(),
         subargs: ptr::null_mut(),
         display_text: ptr::null(),

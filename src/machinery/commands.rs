@@ -37,6 +37,9 @@ pub enum Access {
     Delete,
     /// Overwrites the key with a given state: the replication effects.
     Overwrite,
+    /// Updates the key at 1 (a fence) and runs another command behind it, whose keys
+    /// follow from argument 3 on: `FENCE.CALL`. Its keys come from its getkeys callback.
+    Call,
 }
 
 impl Access {
@@ -48,6 +51,7 @@ impl Access {
             Access::Modify => REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE,
             Access::Delete => REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_DELETE,
             Access::Overwrite => REDISMODULE_CMD_KEY_OW | REDISMODULE_CMD_KEY_UPDATE,
+            Access::Call => REDISMODULE_CMD_KEY_RW | REDISMODULE_CMD_KEY_UPDATE,
         }) as u64
     }
 }
@@ -60,6 +64,8 @@ pub enum Arg {
     Integer(&'static CStr),
     /// An optional integer behind a token, such as `WAIT timeout`.
     Option(&'static CStr, &'static CStr),
+    /// Any number of strings, none included.
+    Rest(&'static CStr),
 }
 
 // Argument lists and flags the lock commands share.
@@ -139,7 +145,7 @@ pub fn register<'a>(ctx: &Context, commands: impl IntoIterator<Item = &'a Comman
         let declared = ffi::set_command_info(
             handle,
             command.arity,
-            command.access.key_spec_flags(),
+            ffi::KeySpecs { flags: command.access.key_spec_flags(), variable_from: matches!(command.access, Access::Call).then_some(3) },
             command.summary,
             command.complexity,
             SINCE,
@@ -166,5 +172,12 @@ fn doc_arg(arg: Arg) -> raw::RedisModuleCommandArg {
         Arg::Option(token, name) => {
             ffi::command_arg(name, RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_INTEGER, None, Some(token), true)
         }
+        Arg::Rest(name) => ffi::command_arg_with(
+            name,
+            RedisModuleCommandArgType_REDISMODULE_ARG_TYPE_STRING,
+            None,
+            None,
+            (REDISMODULE_CMD_ARG_OPTIONAL | REDISMODULE_CMD_ARG_MULTIPLE) as std::ffi::c_int,
+        ),
     }
 }
