@@ -154,9 +154,24 @@ fn call(ctx: &Context, args: Args) -> Result<RedisValue> {
         }
         checked?;
     }
-    let reply = ffi::call_as_caller(ctx, inner).ok_or_else(|| Error::Internal("the server did not run the command".into()))?;
-    reply.forward(ctx);
-    Ok(RedisValue::NoReply)
+    match ffi::call_as_caller(ctx, inner) {
+        Some(reply) => {
+            reply.forward(ctx);
+            Ok(RedisValue::NoReply)
+        }
+        // A name Redis cannot even look up (a NUL byte in it): unknown, as Redis says.
+        None => Err(Error::Redis(redis_module::RedisError::String(unknown_command(inner)))),
+    }
+}
+
+/// Redis's error for an unknown command, for a name RM_Call cannot take.
+fn unknown_command(argv: &[*mut redis_module::raw::RedisModuleString]) -> String {
+    let text = |p| {
+        let s = RedisString::new(None, p).to_string_lossy();
+        s.split('\0').next().unwrap_or("").chars().take(128).collect::<String>()
+    };
+    let args: String = argv[1..].iter().map(|a| format!("'{}' ", text(*a))).collect::<String>().chars().take(128).collect();
+    format!("ERR unknown command '{}', with args beginning with: {args}", text(argv[0]))
 }
 
 /// `FENCE.CURRENT key`
