@@ -3,7 +3,8 @@
 //! Holders are separate OS processes (this test binary run again, selecting the hidden
 //! `paused_holder_process` test), so SIGSTOP stops them for real, as a GC pause or a
 //! frozen VM would. Each loops: `LOCK.ACQUIRE` with a short lease, a few writes to a
-//! resource guarded by `FENCE.CHECK` in a script, `LOCK.RELEASE`. Meanwhile the test
+//! resource guarded by `FENCE.CHECK` in a script (or, in the second test, written through
+//! `FENCE.CALL`, no script), `LOCK.RELEASE`. Meanwhile the test
 //! stops holders (often the very one holding the lock, found with `LOCK.INFO`) for longer
 //! than the lease, so that others take the lock and write, then resumes them.
 //!
@@ -48,24 +49,27 @@ struct HolderSpec {
     give_up_at: u64,
     /// The run's seed (its random stream is the owner's).
     seed: u64,
+    /// How a write is fenced: `eval` (FENCE.CHECK in a script) or `call` (FENCE.CALL).
+    guard: String,
 }
 
 impl HolderSpec {
     fn encode(&self) -> String {
         format!(
-            "{}|{}|{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}",
             self.port,
             self.owner,
             self.ttl_ms,
             self.report.display(),
             self.stop.display(),
             self.give_up_at,
-            self.seed
+            self.seed,
+            self.guard
         )
     }
     fn decode(s: &str) -> HolderSpec {
         let p: Vec<&str> = s.split('|').collect();
-        assert_eq!(p.len(), 7, "bad {HOLDER_ENV}: {s}");
+        assert_eq!(p.len(), 8, "bad {HOLDER_ENV}: {s}");
         HolderSpec {
             port: p[0].parse().unwrap(),
             owner: p[1].to_string(),
@@ -74,6 +78,7 @@ impl HolderSpec {
             stop: PathBuf::from(p[4]),
             give_up_at: p[5].parse().unwrap(),
             seed: p[6].parse().unwrap(),
+            guard: p[7].to_string(),
         }
     }
 }
@@ -120,14 +125,24 @@ fn paused_holder_process() {
         // anywhere in here outlives the lease.
         for _ in 0..rng.gen_range(1..=3) {
             std::thread::sleep(Duration::from_millis(rng.gen_range(1..=work_max)));
-            let r: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(FENCED_WRITE)
-                .arg(2)
-                .arg(FENCE_KEY)
-                .arg(LOG_KEY)
-                .arg(token)
-                .arg(&spec.owner)
-                .query(&mut con);
+            let r: redis::RedisResult<i64> = if spec.guard == "call" {
+                redis::cmd("FENCE.CALL")
+                    .arg(FENCE_KEY)
+                    .arg(token)
+                    .arg("RPUSH")
+                    .arg(LOG_KEY)
+                    .arg(format!("{token}:{}", spec.owner))
+                    .query(&mut con)
+            } else {
+                redis::cmd("EVAL")
+                    .arg(FENCED_WRITE)
+                    .arg(2)
+                    .arg(FENCE_KEY)
+                    .arg(LOG_KEY)
+                    .arg(token)
+                    .arg(&spec.owner)
+                    .query(&mut con)
+            };
             match r {
                 Ok(_) => writeln!(out, "A {token}").unwrap(),
                 Err(e) if e.code() == Some("STALE") => {
@@ -184,7 +199,18 @@ fn read_report(path: &Path) -> Report {
 
 #[test]
 fn paused_holders_never_get_a_stale_write_accepted() {
-    let seed = seed::seed("paused_holders_never_get_a_stale_write_accepted");
+    paused_holders("eval");
+}
+
+/// The same workload with `FENCE.CALL` as the guard: no script at all.
+#[test]
+fn paused_holders_never_get_a_stale_write_accepted_through_fence_call() {
+    paused_holders("call");
+}
+
+/// Holders write to the resource through `guard` (`eval` or `call`).
+fn paused_holders(guard: &str) {
+    let seed = seed::seed(&format!("paused_holders_never_get_a_stale_write_accepted/{guard}"));
     let started = Instant::now();
     let holders: usize = scale(4, 6);
     let run = Duration::from_secs(scale(6, 100));
@@ -211,6 +237,7 @@ fn paused_holders_never_get_a_stale_write_accepted() {
             stop: stop.clone(),
             give_up_at,
             seed,
+            guard: guard.to_string(),
         };
         let log = fs::File::create(dir.join(format!("{owner}.out"))).unwrap();
         let child = Command::new(&exe)
@@ -356,7 +383,7 @@ fn paused_holders_never_get_a_stale_write_accepted() {
     let grants: usize = reports.iter().map(|r| r.grants.len()).sum();
     let refused_releases: usize = reports.iter().map(|r| r.release_refused).sum();
     eprintln!(
-        "paused holders: {holders} processes, {pauses} pauses ({pauses_of_holder} of the holder), {grants} grants, \
+        "paused holders ({guard}): {holders} processes, {pauses} pauses ({pauses_of_holder} of the holder), {grants} grants, \
          {} writes accepted, {rejected} stale writes rejected, {refused_releases} releases after the lease ended, {:?}",
         log.len(),
         started.elapsed()
