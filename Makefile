@@ -3,9 +3,10 @@ SHELL := /bin/bash
 MODULE := $(CURDIR)/target/release/libfencelock.so
 RUN_DIR := $(CURDIR)/.run
 # Debian packages the build and the tests need, as "command-or-file:package"
-# (valgrind and faketime are for the fault suite: memory errors, wall-clock steps).
+# (valgrind and faketime are for the fault suite: memory errors, wall-clock steps;
+# python3 for the README's SQLite recipe, tests/recipes.rs).
 NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc \
-         valgrind:valgrind faketime:faketime
+         valgrind:valgrind faketime:faketime python3:python3
 
 .PHONY: all deps build run test bench chaos compat compat-newest clean
 

@@ -84,3 +84,32 @@ fn a_read_write_lock_guards_a_cache_rebuild() {
     // A rebuild by a writer whose turn passed is refused at the data.
     assert!(stale(&call(&mut w, &["FENCE.CALL", "{cache}:fence", &(t - 1).to_string(), "HSET", "{cache}:data", "v", "1"])));
 }
+
+/// Runs the README's SQLite recipe (`examples/recipes/fenced_sqlite.py`) for one write.
+fn sqlite_write(db: &std::path::Path, token: i64, value: &str) -> String {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/recipes/fenced_sqlite.py");
+    let out = std::process::Command::new("python3")
+        .arg(&script)
+        .arg(db)
+        .arg("account-1")
+        .arg(token.to_string())
+        .arg(value)
+        .output()
+        .expect("python3 runs (make test installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_fenced_external_resource_refuses_a_holder_paused_past_its_lease() {
+    let s = Server::new();
+    let mut a = s.conn();
+    let mut b = s.conn();
+    let db = s.dir.join("resource.sqlite");
+    let old = value_int(&call(&mut a, &["LOCK.ACQUIRE", "account-1:lock", "worker-a", "100"])).unwrap();
+    assert_eq!(sqlite_write(&db, old, "from a"), "accepted");
+    lease_over(&mut b, "account-1:lock");
+    let new = value_int(&call(&mut b, &["LOCK.ACQUIRE", "account-1:lock", "worker-b", "60000"])).unwrap();
+    assert_eq!(sqlite_write(&db, new, "from b"), "accepted");
+    assert_eq!(sqlite_write(&db, old, "late from a"), format!("stale {new}"));
+}
