@@ -166,3 +166,25 @@ fn replicas_and_the_aof_get_the_inner_write_and_a_replica_refuses_it() {
     ok(&mut m, &["DEBUG", "LOADAOF"]);
     assert_eq!(digest(&mut m), before, "the AOF replays to the same data");
 }
+
+/// In Redis Cluster the fence key and the command's keys route together: all in one slot,
+/// else `-CROSSSLOT` before anything runs. (A one-node cluster holding every slot; moving
+/// slots between nodes is the cluster suite's.)
+#[test]
+fn in_a_cluster_the_fence_and_the_command_keys_must_share_a_slot() {
+    let s = Server::start(&["cluster-enabled yes"]);
+    let mut c = s.conn();
+    ok(&mut c, &["CLUSTER", "ADDSLOTSRANGE", "0", "16383"]);
+    wait_until(std::time::Duration::from_secs(10), "the cluster is up", || {
+        let text: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).unwrap();
+        text.contains("cluster_state:ok")
+    });
+    let t = next(&mut c, "{a}:fence");
+    assert!(is_ok(&call(&mut c, "{a}:fence", t, &["SET", "{a}:data", "v"])));
+    let e = value_err(&call(&mut c, "{a}:fence", t, &["SET", "{b}:data", "v"])).expect("keys in two slots");
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    let e = value_err(&call(&mut c, "{a}:fence", t, &["MSET", "{a}:x", "1", "{b}:y", "2"])).expect("inner keys in two slots");
+    assert!(e.starts_with("CROSSSLOT"), "{e}");
+    assert_eq!(raws(&mut c, &["EXISTS", "{b}:data"]), Value::Int(0), "nothing ran");
+    assert_eq!(raws(&mut c, &["EXISTS", "{a}:x"]), Value::Int(0), "nothing ran");
+}
