@@ -9,6 +9,7 @@ use crate::command;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Command, ACQUIRE_ACL, ACQUIRE_ARGS, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
+use crate::machinery::announce::{self, Events};
 use crate::machinery::{stats, store, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Args};
@@ -65,6 +66,9 @@ pub const COMMANDS: &[Command] = &[
     },
 ];
 
+/// The keyspace events of this kind.
+const EVENTS: Events = Events { acquire: c"lock.acquire", handoff: c"lock.handoff", release: c"lock.release" };
+
 /// An acquire of the mutex by `owner`, for a lease of `ttl` ms.
 struct AcquireMutex {
     /// Inline for usual owners: a refused acquire allocates nothing.
@@ -83,14 +87,8 @@ impl Request for AcquireMutex {
             clock::with_tokens(|tokens| m.acquire(&self.owner, self.ttl, now, tokens, others_first)).map_err(Error::from)
         })?;
         Ok(match outcome {
-            Acquire::Granted(token) => {
-                stats::granted(waiter.is_some());
-                let event = if waiter.is_some() { c"lock.handoff" } else { c"lock.acquire" };
-                ffi::notify(ctx, true, event, key);
-                Some(token)
-            }
-            Acquire::Reentered(token) => {
-                ffi::notify(ctx, true, c"lock.acquire", key);
+            Acquire::Granted(token) | Acquire::Reentered(token) => {
+                announce::granted(ctx, key, &EVENTS, waiter, matches!(outcome, Acquire::Granted(_)));
                 Some(token)
             }
             Acquire::Busy => None,
@@ -108,17 +106,12 @@ fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
 /// `LOCK.RELEASE key owner`
 fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    // The event goes out before the store deletes a key nobody holds (and fires `del`),
-    // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |m: &mut Mutex, now| {
         let token = m.holder(now).filter(|h| *h.owner == *call.owner()).map(|h| h.token);
         let released = m.release(call.owner(), now);
-        if let (Some(token), Release::Freed) = (token, released) {
-            stats::held(token, now);
-        }
         if released != Release::NotHeld {
-            stats::released();
-            ffi::notify(ctx, true, c"lock.release", &call.key);
+            let ended = token.filter(|_| released == Release::Freed);
+            announce::released(ctx, &call.key, &EVENTS, ended, now);
         }
         Ok(released)
     })?;

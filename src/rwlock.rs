@@ -9,6 +9,7 @@ use crate::command;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Command, ACQUIRE_ACL, ACQUIRE_ARGS, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
+use crate::machinery::announce::{self, Events};
 use crate::machinery::{stats, store, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Args};
@@ -89,6 +90,9 @@ pub const COMMANDS: &[Command] = &[
     },
 ];
 
+/// The keyspace events of this kind.
+const EVENTS: Events = Events { acquire: c"rwlock.acquire", handoff: c"rwlock.handoff", release: c"rwlock.release" };
+
 /// An acquire of the lock in `mode` by `owner`, for a lease of `ttl` ms.
 struct AcquireRw {
     mode: Mode,
@@ -108,14 +112,8 @@ impl Request for AcquireRw {
             clock::with_tokens(|tokens| lock.acquire(self.mode, &self.owner, self.ttl, now, tokens, others_first)).map_err(Error::from)
         })?;
         Ok(match outcome {
-            Acquire::Granted(token) => {
-                stats::granted(waiter.is_some());
-                let event = if waiter.is_some() { c"rwlock.handoff" } else { c"rwlock.acquire" };
-                ffi::notify(ctx, true, event, key);
-                Some(token)
-            }
-            Acquire::Reentered(token) => {
-                ffi::notify(ctx, true, c"rwlock.acquire", key);
+            Acquire::Granted(token) | Acquire::Reentered(token) => {
+                announce::granted(ctx, key, &EVENTS, waiter, matches!(outcome, Acquire::Granted(_)));
                 Some(token)
             }
             Acquire::Busy => None,
@@ -141,17 +139,12 @@ fn wlock(ctx: &Context, args: Args) -> Result<RedisValue> {
 
 fn unlock(ctx: &Context, args: Args, mode: Mode) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    // The event goes out before the store deletes a key nobody holds (and fires `del`),
-    // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |lock: &mut RwLock, now| {
         let token = lock.stored().find(|((m, o), h)| *m == mode && o.as_slice() == call.owner() && h.deadline > now).map(|(_, h)| h.token);
         let released = lock.release(mode, call.owner(), now);
-        if let (Some(token), Release::Dropped) = (token, released) {
-            stats::held(token, now);
-        }
         if released != Release::NotHeld {
-            stats::released();
-            ffi::notify(ctx, true, c"rwlock.release", &call.key);
+            let ended = token.filter(|_| released == Release::Dropped);
+            announce::released(ctx, &call.key, &EVENTS, ended, now);
         }
         Ok(released)
     })?;

@@ -15,6 +15,7 @@ use crate::logic::Token;
 use crate::machinery::clock::{self, now_ms};
 use crate::machinery::commands::{Access, Arg, Command, ACQUIRE_ACL, ACQUIRE_FLAGS, EXTEND_ARGS, KEY_ONLY, RELEASE_ARGS};
 use crate::machinery::kind::{KindOps, Request};
+use crate::machinery::announce::{self, Events};
 use crate::machinery::{stats, store, waiting};
 use crate::persist::sem::{KIND, SEM_TYPE};
 
@@ -74,6 +75,9 @@ pub const COMMANDS: &[Command] = &[
     },
 ];
 
+/// The keyspace events of this kind.
+const EVENTS: Events = Events { acquire: c"sem.acquire", handoff: c"sem.handoff", release: c"sem.release" };
+
 impl Request for Ask {
     fn kind(&self) -> &'static dyn KindOps {
         &KIND
@@ -86,14 +90,8 @@ impl Request for Ask {
                 .map_err(Error::from)
         })?;
         Ok(match outcome {
-            Acquire::Granted(token) => {
-                stats::granted(waiter.is_some());
-                let event = if waiter.is_some() { c"sem.handoff" } else { c"sem.acquire" };
-                ffi::notify(ctx, true, event, key);
-                Some(token)
-            }
-            Acquire::Reentered(token) => {
-                ffi::notify(ctx, true, c"sem.acquire", key);
+            Acquire::Granted(token) | Acquire::Reentered(token) => {
+                announce::granted(ctx, key, &EVENTS, waiter, matches!(outcome, Acquire::Granted(_)));
                 Some(token)
             }
             Acquire::Busy => None,
@@ -111,17 +109,12 @@ fn acquire(ctx: &Context, args: Args) -> Result<RedisValue> {
 /// `SEM.RELEASE key owner`
 fn release(ctx: &Context, args: Args) -> Result<RedisValue> {
     let call = args::lock_call(args, Shape::KeyOwner)?;
-    // The event goes out before the store deletes a key nobody holds (and fires `del`),
-    // in the order Redis's own commands use.
     let released = store::update(ctx, &call.key, |sem: &mut Semaphore, now| {
         let token = sem.stored().find(|(o, h)| *o == call.owner() && h.deadline > now).map(|(_, h)| h.token);
         let released = sem.release(call.owner(), now);
-        if let (Some(token), Release::Dropped) = (token, released) {
-            stats::held(token, now);
-        }
         if released != Release::NotHeld {
-            stats::released();
-            ffi::notify(ctx, true, c"sem.release", &call.key);
+            let ended = token.filter(|_| released == Release::Dropped);
+            announce::released(ctx, &call.key, &EVENTS, ended, now);
         }
         Ok(released)
     })?;

@@ -2,7 +2,8 @@
 //!
 //! Layers, each using only those above it in this list:
 //! - `config`: the module's configs (`fencelock.*` in `CONFIG GET`); `stats`: the
-//!   counters `INFO fencelock` shows.
+//!   counters `INFO fencelock` shows; `announce`: what a grant or release reports
+//!   (counters and keyspace events).
 //! - `clock`: the server's wall clock and the token clock.
 //! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
 //!   kinds, and what a blocked acquire must be able to do (`Request`).
@@ -21,6 +22,7 @@
 //! into the module synchronously (the unlink hook, keyspace events), and a callback that
 //! found the state locked by its own caller would deadlock.
 
+pub mod announce;
 pub mod clock;
 pub mod commands;
 pub mod config;
