@@ -101,9 +101,9 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
     Ok(())
 }
 
-/// A vacant value: its key stays (and the first waiter is signalled) only while clients
-/// wait on it, so Redis 7.0 still retries them; otherwise it goes. Returns true when it
-/// deleted the key.
+/// A vacant value: its key stays (and its queue is marked ready to serve) only while
+/// clients wait on it, so the free lock they wait for stays visible and keeps its kind;
+/// otherwise it goes. Returns true when it deleted the key.
 fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
     if waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
         if !existed {
