@@ -5,7 +5,8 @@
 #
 #   COMPAT_SERVERS  server names (default: all of `scripts/servers.sh list`)
 #   COMPAT_TESTS    empty or `all`: the whole suite (`cargo test --release`); `core`: the
-#                   core suites (mutex fence durability replication blocking rwlock sem config info events fence_call and
+#                   core suites (mutex fence durability replication blocking rwlock sem config info events fence_call
+#                   cluster takeover and
 #                   any tests/citizen*.rs, tests/commands*.rs); else test file names
 #                   (`mutex chaos_valgrind`)
 #
@@ -25,7 +26,7 @@ tests=${COMPAT_TESTS:-all}
 out=target/compat
 mkdir -p "$out"
 
-CORE="mutex fence durability replication blocking rwlock sem config info events fence_call"
+CORE="mutex fence durability replication blocking rwlock sem config info events fence_call cluster takeover"
 case $tests in
   all) test_args=() ;;
   core)

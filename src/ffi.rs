@@ -419,7 +419,8 @@ pub trait ServerEvents {
     /// The event loop is about to sleep.
     fn before_sleep(ctx: &Context);
     /// This server became a master, or a replica.
-    fn role_changed(ctx: &Context);
+    /// `now_master`: this server just became a master (promoted); false: a replica.
+    fn role_changed(ctx: &Context, now_master: bool);
     /// FLUSHDB of `db`, or FLUSHALL (`None`), is about to empty the keyspace.
     fn flushing(db: Option<Db>);
     fn swapped_dbs(a: Db, b: Db);
@@ -463,8 +464,8 @@ unsafe extern "C" fn event_loop<E: ServerEvents>(ctx: *mut raw::RedisModuleCtx, 
     }
 }
 
-unsafe extern "C" fn role_changed<E: ServerEvents>(ctx: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, _: u64, _: *mut c_void) {
-    E::role_changed(&Context::new(ctx));
+unsafe extern "C" fn role_changed<E: ServerEvents>(ctx: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, sub: u64, _: *mut c_void) {
+    E::role_changed(&Context::new(ctx), sub == raw::REDISMODULE_EVENT_REPLROLECHANGED_NOW_MASTER);
 }
 
 unsafe extern "C" fn flushdb<E: ServerEvents>(_: *mut raw::RedisModuleCtx, _: raw::RedisModuleEvent, sub: u64, data: *mut c_void) {
@@ -725,6 +726,86 @@ pub fn command_info(ctx: &Context, name: &[u8]) -> Option<(i64, Vec<String>, boo
         // Element 9 (7.0+): the subcommands.
         let container = at(9).is_some_and(|subs| raw::RedisModule_CallReplyLength.is_some_and(|len| len(subs) > 0));
         Some((arity, flags, container))
+    }
+}
+
+/// The value of the server config `name` (`CONFIG GET`), None when there is none.
+/// Raw: the crate's call wrapper cannot run at load on Redis 7.0.
+pub fn server_config(ctx: &Context, name: &CStr) -> Option<String> {
+    // SAFETY: Redis copies the arguments; the element read lives as long as `reply`.
+    unsafe {
+        let call = raw::RedisModule_Call?;
+        let reply = call(ctx.ctx, c"CONFIG".as_ptr(), c"cc".as_ptr(), c"GET".as_ptr(), name.as_ptr());
+        if reply.is_null() {
+            return None;
+        }
+        let reply = CallReply(reply);
+        let value = reply.element(1)?;
+        let mut len = 0;
+        let p = raw::RedisModule_CallReplyStringPtr?(value, &mut len);
+        (!p.is_null()).then(|| String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned())
+    }
+}
+
+// ---- Redis Cluster -----------------------------------------------------------------
+
+/// True when a write to `key` sent by a client now would run on this node, by Redis's
+/// own routing: the node serves the key's slot, and the key is here if the slot is
+/// migrating away (else a client is sent on with -ASK). Raw: the crate has no routing
+/// call, and only `RedisModule_Call` applies Redis's routing (it refuses with EPERM a
+/// command Redis would redirect); `EXISTS` is the cheapest keyed command.
+pub fn routes_here(ctx: &Context, key: &RedisString) -> bool {
+    // SAFETY: live context and key; the reply is freed by `CallReply`.
+    unsafe {
+        let Some(call) = raw::RedisModule_Call else { return true };
+        let reply = call(ctx.ctx, c"EXISTS".as_ptr(), c"s".as_ptr(), key.inner);
+        if reply.is_null() {
+            return false;
+        }
+        drop(CallReply(reply));
+        true
+    }
+}
+
+/// A cluster-bus message handler: the sender's node id and the payload.
+pub type ClusterReceiver = fn(sender: &[u8], payload: &[u8]);
+
+static CLUSTER_RECEIVER: AtomicPtr<()> = AtomicPtr::new(ptr::null_mut());
+
+/// Has `receiver` called for every message of `type_` this module's peers send over the
+/// cluster bus (7.0). Raw: no crate wrapper.
+pub fn register_cluster_receiver(ctx: &Context, type_: u8, receiver: ClusterReceiver) -> bool {
+    CLUSTER_RECEIVER.store(receiver as *mut (), Ordering::Relaxed);
+    // SAFETY: load-time context; the callback is a plain function.
+    unsafe {
+        raw::RedisModule_RegisterClusterMessageReceiver.is_some_and(|register| {
+            register(ctx.ctx, type_, Some(cluster_message));
+            true
+        })
+    }
+}
+
+unsafe extern "C" fn cluster_message(_: *mut raw::RedisModuleCtx, sender: *const c_char, _: u8, payload: *const u8, len: u32) {
+    let receiver = CLUSTER_RECEIVER.load(Ordering::Relaxed);
+    if receiver.is_null() || sender.is_null() || (payload.is_null() && len > 0) {
+        return;
+    }
+    // SAFETY: stored from a `ClusterReceiver` above; Redis passes a node id of
+    // REDISMODULE_NODE_ID_LEN bytes and `len` payload bytes, live during the call.
+    let receiver: ClusterReceiver = std::mem::transmute::<*mut (), ClusterReceiver>(receiver);
+    let sender = std::slice::from_raw_parts(sender.cast::<u8>(), raw::REDISMODULE_NODE_ID_LEN as usize);
+    let payload = if len == 0 { &[][..] } else { std::slice::from_raw_parts(payload, len as usize) };
+    receiver(sender, payload);
+}
+
+/// Sends `payload` as a message of `type_` to this module on every other node of the
+/// cluster. False outside a cluster. Raw: no crate wrapper.
+pub fn broadcast_cluster_message(ctx: &Context, type_: u8, payload: &[u8]) -> bool {
+    // SAFETY: Redis copies the payload; a null target means every node.
+    unsafe {
+        raw::RedisModule_SendClusterMessage.is_some_and(|send| {
+            send(ctx.ctx, ptr::null(), type_, payload.as_ptr().cast(), payload.len() as u32) == OK
+        })
     }
 }
 

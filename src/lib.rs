@@ -64,6 +64,11 @@ fn init(ctx: &Context, _args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("fencelock: {e}"));
         return Status::Err;
     }
+    if !machinery::cluster::init(ctx) {
+        ctx.log_warning("fencelock: could not register for cluster-bus messages");
+        return Status::Err;
+    }
+    machinery::takeover::begin(ctx, false);
     if !machinery::events::init(ctx) {
         ctx.log_warning("fencelock: could not subscribe to server events");
         return Status::Err;

@@ -27,6 +27,7 @@ fn configs_are_listed_with_their_defaults() {
         ("fencelock.expiry-slice-us", "1000"),
         ("fencelock.max-ttl", "1099511627776"),
         ("fencelock.max-waiters", "0"),
+        ("fencelock.takeover-grace", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

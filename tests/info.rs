@@ -36,6 +36,8 @@ const FIELDS: &[&str] = &[
     "hold_ms_p50",
     "hold_ms_p99",
     "hold_ms_max",
+    "takeover_grace_left_ms",
+    "cluster_floors_received",
 ];
 
 /// The `fencelock_*` fields of `INFO section`, without the prefix, in order.

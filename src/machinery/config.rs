@@ -16,11 +16,15 @@ static MAX_TTL: AtomicI64 = AtomicI64::new(MAX_TTL_MS);
 static EXPIRY_SLICE_US: AtomicI64 = AtomicI64::new(1000);
 /// How many clients may wait on one key; 0: no limit.
 static MAX_WAITERS: AtomicI64 = AtomicI64::new(0);
+/// How long a server that may have lost grants (just promoted, or started from data that
+/// may miss the last ones) grants nothing, in ms; 0: no grace.
+static TAKEOVER_GRACE: AtomicI64 = AtomicI64::new(0);
 
 const CONFIGS: &[NumericConfig] = &[
     NumericConfig { name: c"max-ttl", value: &MAX_TTL, default: MAX_TTL_MS, min: 1, max: MAX_TTL_MS },
     NumericConfig { name: c"expiry-slice-us", value: &EXPIRY_SLICE_US, default: 1000, min: 10, max: 1_000_000 },
     NumericConfig { name: c"max-waiters", value: &MAX_WAITERS, default: 0, min: 0, max: i32::MAX as i64 },
+    NumericConfig { name: c"takeover-grace", value: &TAKEOVER_GRACE, default: 0, min: 0, max: MAX_TTL_MS },
 ];
 
 /// Registers every config and applies the values given at load (config file, `ARGS`
@@ -43,4 +47,8 @@ pub fn expiry_slice() -> std::time::Duration {
 /// `None`: no limit.
 pub fn max_waiters() -> Option<usize> {
     Some(MAX_WAITERS.load(Relaxed) as usize).filter(|n| *n > 0)
+}
+
+pub fn takeover_grace() -> std::time::Duration {
+    std::time::Duration::from_millis(TAKEOVER_GRACE.load(Relaxed) as u64)
 }

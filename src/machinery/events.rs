@@ -13,7 +13,7 @@ use std::time::Instant;
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::machinery::clock::now_ms;
-use crate::machinery::{clock, config, effects, expiry, keyspace, stats, store, waiting};
+use crate::machinery::{clock, cluster, config, effects, expiry, keyspace, stats, store, takeover, waiting};
 use crate::ffi::{self, Db, InfoField, ServerEvents};
 
 /// How many due keys a pass takes between looks at the clock: a pass spends at most
@@ -80,6 +80,11 @@ impl ServerEvents for Events {
             settled = end_due_leases(ctx);
             expiry::arm(ctx);
         }
+        cluster::share_floor(ctx);
+        if takeover::just_ended() {
+            waiting::on_flush(None);
+        }
+        waiting::retry_elsewhere();
         let noted = waiting::take_noted();
         if !noted.is_empty() {
             settle_keys(ctx, noted, now_ms());
@@ -93,7 +98,10 @@ impl ServerEvents for Events {
         }
     }
 
-    fn role_changed(ctx: &Context) {
+    fn role_changed(ctx: &Context, now_master: bool) {
+        if now_master {
+            takeover::begin(ctx, true);
+        }
         effects::stream_may_exist();
         expiry::rearm(ctx);
     }
@@ -109,7 +117,10 @@ impl ServerEvents for Events {
         let now = now_ms();
         let (clients, keys) = waiting::totals();
         let (index, lag) = expiry::status(now);
-        stats::fields(clients, keys, index, lag, clock::with_tokens(|t| t.floor()))
+        let mut fields = stats::fields(clients, keys, index, lag, clock::with_tokens(|t| t.floor()));
+        fields.push(InfoField::Int(c"takeover_grace_left_ms", takeover::remaining_ms()));
+        fields.push(InfoField::Int(c"cluster_floors_received", cluster::floors_received()));
+        fields
     }
 
     fn flushing(db: Option<Db>) {
@@ -122,6 +133,7 @@ impl ServerEvents for Events {
     }
 
     fn loaded(ctx: &Context) {
+        takeover::begin(ctx, false);
         expiry::arm(ctx);
     }
 

@@ -5,6 +5,8 @@
 //!   counters `INFO fencelock` shows; `announce`: what a grant or release reports
 //!   (counters and keyspace events).
 //! - `clock`: the server's wall clock and the token clock.
+//! - `cluster`: where a cluster node may grant, and the token floor the nodes share;
+//!   `takeover`: the grace after a promotion or a start that may have lost grants.
 //! - `kind`: what the machinery knows of a lock kind (the `Kind` trait), the registry of
 //!   kinds, and what a blocked acquire must be able to do (`Request`).
 //! - `effects`: replicated effects.
@@ -24,6 +26,7 @@
 
 pub mod announce;
 pub mod clock;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod effects;
@@ -33,4 +36,5 @@ pub mod keyspace;
 pub mod kind;
 pub mod stats;
 pub mod store;
+pub mod takeover;
 pub mod waiting;

@@ -17,7 +17,7 @@ use redis_module::key::{RedisKey, RedisKeyWritable};
 use redis_module::{Context, RedisString};
 
 use crate::machinery::kind::{self, Changes, Kind, KindOps};
-use crate::machinery::{clock, effects, expiry, keyspace, stats, waiting};
+use crate::machinery::{clock, cluster, effects, expiry, keyspace, stats, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Db};
 use crate::logic::{Millis, Token};
@@ -105,8 +105,14 @@ pub fn apply_effect<K: Kind>(ctx: &Context, key: &RedisString, op: impl FnOnce(&
 /// clients wait on it, so the free lock they wait for stays visible and keeps its kind;
 /// otherwise it goes. Returns true when it deleted the key.
 fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &RedisString, existed: bool) -> Result<bool> {
-    if waiting::count(ffi::selected_db(ctx), key.as_slice()) > 0 {
+    let db = ffi::selected_db(ctx);
+    if waiting::count(db, key.as_slice()) > 0 {
         if !existed {
+            // Not in a slot this cluster node no longer serves (its lock moved away).
+            if !cluster::serves(ctx, key) {
+                waiting::elsewhere(db, key.as_slice());
+                return Ok(false);
+            }
             store_new(handle, vacant::<K>(ctx, key))?;
         }
         waiting::signal(ctx, key);

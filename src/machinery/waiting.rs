@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use redis_module::{Context, ContextFlags, RedisError, RedisString, RedisValue};
 
-use crate::machinery::{config, stats};
+use crate::machinery::{cluster, config, stats, takeover};
 use crate::machinery::kind::Request;
 use crate::error::{Error, Result};
 use crate::ffi::{self, Blocked, BlockedClient, Db};
@@ -76,6 +76,10 @@ struct Waiters {
     noted: Vec<(Db, Box<[u8]>)>,
     /// Keys whose queue to serve once the change in progress is complete.
     ready: Vec<(Db, Box<[u8]>)>,
+    /// Keys another cluster node serves now, to look at again (see `cluster`).
+    elsewhere: Vec<(Db, Box<[u8]>)>,
+    /// When `elsewhere` was last looked at.
+    elsewhere_at: Option<Instant>,
     last_id: WaiterId,
 }
 
@@ -174,6 +178,9 @@ pub fn serve_ready(ctx: &Context) -> bool {
 /// client, until the front one must wait.
 fn serve(ctx: &Context, db: Db, key: &[u8]) {
     let name = RedisString::create_from_slice(ctx.ctx, key);
+    if !may_grant(ctx, db, &name) {
+        return;
+    }
     loop {
         let front = with(|w| {
             let (id, waiter) = w.queue(db, key)?.front()?;
@@ -186,6 +193,20 @@ fn serve(ctx: &Context, db: Db, key: &[u8]) {
         *answer.reply.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome.map_err(Into::into));
         ffi::unblock(client);
     }
+}
+
+/// Whether waiters at `key` (in the selected db, `db`) may be granted here now: not
+/// during the takeover grace (they are all served when it ends), nor where another
+/// cluster node serves the key (it is looked at again later).
+fn may_grant(ctx: &Context, db: Db, key: &RedisString) -> bool {
+    if takeover::holding_back() {
+        return false;
+    }
+    if !cluster::serves(ctx, key) {
+        elsewhere(db, key.as_slice());
+        return false;
+    }
+    true
 }
 
 /// Tries the waiter `id`'s request: `None` while it must wait, else its outcome.
@@ -203,8 +224,10 @@ fn try_grant(ctx: &Context, key: &RedisString, id: WaiterId, request: &dyn Reque
 /// client blocks until it is granted or `timeout` ms pass (0: no limit) and the reply
 /// comes later; nil otherwise.
 pub fn acquire(ctx: &Context, key: &RedisString, wait: Option<Millis>, request: impl Request) -> Result<RedisValue> {
-    if let Some(token) = request.try_grant(ctx, key, None)? {
-        return Ok(RedisValue::Integer(token));
+    if !takeover::holding_back() {
+        if let Some(token) = request.try_grant(ctx, key, None)? {
+            return Ok(RedisValue::Integer(token));
+        }
     }
     match wait {
         // Inside MULTI/EXEC or a script the acquire is a single try.
@@ -273,6 +296,9 @@ impl Blocked for Ticket {
             return false;
         }
         let key = RedisString::create_from_slice(ctx.ctx, &self.key);
+        if !may_grant(ctx, self.db, &key) {
+            return false;
+        }
         let Some(outcome) = try_grant(ctx, &key, self.id, self.request.as_ref()) else { return false };
         with(|w| w.remove(self.db, &self.key, self.id));
         self.answer.served(&outcome);
@@ -315,6 +341,24 @@ pub fn on_key_removed(db: Db, key: &[u8]) {
     if count(db, key) > 0 {
         note(db, key);
     }
+}
+
+/// `key` (in `db`) is served by another cluster node now: looked at again later.
+pub fn elsewhere(db: Db, key: &[u8]) {
+    with(|w| w.elsewhere.push((db, key.into())));
+}
+
+/// Notes the keys another node served when last looked at, once per `cluster::RETRY`:
+/// the slot may be back, or its waiters redirected (and gone from their queues).
+pub fn retry_elsewhere() {
+    with(|w| {
+        if w.elsewhere.is_empty() || w.elsewhere_at.is_some_and(|at| at.elapsed() < cluster::RETRY) {
+            return;
+        }
+        w.elsewhere_at = Some(Instant::now());
+        let keys = std::mem::take(&mut w.elsewhere);
+        w.noted.extend(keys);
+    });
 }
 
 /// FLUSHDB / FLUSHALL: every key with waiters in the flushed databases.

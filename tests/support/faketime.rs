@@ -85,6 +85,11 @@ fn write_offset_in(dir: &Path, offset: &str) {
 
 /// A server (with the module and `config`) under libfaketime, its clock at +0.
 pub fn start(config: &[&str]) -> Server {
+    options(config).start()
+}
+
+/// The options of a server under libfaketime (its clock at +0), to add to and start.
+pub fn options(config: &[&str]) -> Options {
     assert!(
         Path::new(LIBFAKETIME).is_file(),
         "{LIBFAKETIME} is missing: the clock-step tests need libfaketime. Install it with \
@@ -102,7 +107,6 @@ pub fn start(config: &[&str]) -> Server {
         .env_remove("FAKETIME")
         .start_timeout(Duration::from_secs(20))
         .in_dir(dir)
-        .start()
 }
 
 /// Sets the server's wall-clock offset from the real clock (libfaketime syntax).

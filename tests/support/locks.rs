@@ -328,6 +328,11 @@ pub fn await_waiters(c: &mut redis::Connection, key: &str, n: i64) {
     wait_until(PATIENCE, &format!("{n} clients wait on {key}"), || waiters_of(c, key) == n);
 }
 
+/// Waits until `n` clients wait on the mutex `key` (`LOCK.INFO`).
+pub fn await_lock_waiters(c: &mut redis::Connection, key: &str, n: i64) {
+    wait_until(PATIENCE, &format!("{n} clients wait on {key}"), || lock_info(c, key).map_or(0, |i| i.waiters) == n);
+}
+
 /// `cmd key owner ttl` of an acquire: `Some(token)` or `None` for nil.
 #[track_caller]
 pub fn acq(c: &mut redis::Connection, cmd: &str, key: &str, owner: &str, ttl: i64) -> Option<i64> {
