@@ -43,7 +43,7 @@ test: deps build
 
 # The fault suite at full size (under 15 minutes on 2 cores); `make test` runs it short.
 CHAOS_TESTS := checker chaos_contention chaos_blocked chaos_sem_blocked chaos_frozen chaos_paused \
-               chaos_crash chaos_failover chaos_clock chaos_random_commands \
+               chaos_crash chaos_failover chaos_clock chaos_cluster chaos_random_commands \
                chaos_valgrind chaos_corrupt_dump chaos_restored_dump
 chaos: deps build
 	CHAOS_FULL=1 cargo test --release $(addprefix --test ,$(CHAOS_TESTS))
