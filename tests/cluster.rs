@@ -185,3 +185,21 @@ fn fence_call_is_redirected_like_any_command_and_writes_once_at_the_owner() {
     let fields: Vec<String> = redis::cmd("HKEYS").arg(data).query(&mut c.conn(dst)).unwrap();
     assert_eq!(fields, ["a", "b"], "each write once, at the owner, under the fence");
 }
+
+/// A replica promoted by a cluster failover begins the takeover grace: it may lack its
+/// master's last grants (not after a coordinated failover, but the server cannot tell).
+#[test]
+fn a_replica_promoted_by_a_cluster_failover_begins_the_takeover_grace() {
+    let c = Cluster::start(3, 1, &["fencelock.takeover-grace 600000"]);
+    let key = "ledger";
+    let old = c.owner_of(key);
+    let new = c.replica_of(old).expect("the owner has a replica");
+    let mut n = c.conn(new);
+    let left = |c: &mut redis::Connection| info(c, "fencelock")["fencelock_takeover_grace_left_ms"].parse::<i64>().unwrap();
+    let before = left(&mut n);
+    assert!(before > 0, "the grace of the start holds on every node");
+    ok(&mut n, &["CLUSTER", "FAILOVER"]);
+    wait_until(Duration::from_secs(30), "the replica is promoted", || c.is_master(new));
+    assert!(left(&mut n) > before, "the promotion began the grace again");
+    assert_eq!(acquire(&mut n, key, "someone", LONG_TTL), None, "and nothing is granted during it");
+}
