@@ -8,7 +8,7 @@ RUN_DIR := $(CURDIR)/.run
 NEEDS := redis-server:redis-server /usr/lib/llvm-14/lib/libclang.so:libclang-dev cc:gcc \
          valgrind:valgrind faketime:faketime python3:python3
 
-.PHONY: all deps build run test bench chaos compat compat-newest clean
+.PHONY: all deps build run test test-clients bench chaos compat compat-newest clean
 
 all: build
 
@@ -36,10 +36,18 @@ run: deps build
 	redis-server $(CURDIR)/redis.conf.example --dir $(RUN_DIR) --loadmodule $(MODULE)
 
 # Unit tests (pure logic, no Redis) and integration tests (real redis-server), then
-# the benchmark at tiny sizes so its harness can't rot (it asserts no timings).
+# the benchmark at tiny sizes so its harness can't rot (it asserts no timings), then the
+# client packages' tests.
 test: deps build
 	cargo test --release
 	BENCH_QUICK=1 cargo bench --bench bench
+	$(MAKE) --no-print-directory test-clients
+
+# The Python and Node.js client packages (clients/*), each against a real redis-server
+# with the module as built; each script installs what it needs (a venv, npm packages).
+test-clients: deps build
+	FENCELOCK_MODULE=$(MODULE) bash clients/python/run-tests.sh
+	FENCELOCK_MODULE=$(MODULE) bash clients/node/run-tests.sh
 
 # The fault suite at full size (under 15 minutes on 2 cores); `make test` runs it short.
 CHAOS_TESTS := checker chaos_contention chaos_blocked chaos_sem_blocked chaos_frozen chaos_paused \
