@@ -158,15 +158,7 @@ fn promoted_replica_that_fell_behind_issues_tokens_above_the_dead_masters() {
         // The replica stops. The master fills the link until the stalled replica's output
         // buffer passes its limit and the master drops it, as it would in production:
         // nothing granted from then on can reach the replica. Then it grants on.
-        sigstop(replica.pid());
-        wait_until(Duration::from_secs(5), "the replica is stopped", || is_stopped(replica.pid()));
-        let filler = vec![b'x'; 1024 * 1024];
-        let mut filled = 0;
-        while info(&mut m, "replication").get("connected_slaves").map(String::as_str) != Some("0") {
-            assert!(filled < 200, "200 MB written and the master still streams to a stopped replica");
-            let _: () = redis::cmd("SET").arg(format!("filler:{filled}")).arg(&filler).query(&mut m).unwrap();
-            filled += 1;
-        }
+        let filled = cut_off_replica(&mut m, replica.pid());
         let missed = run_load(master.port, &format!("cut{round}"), threads, cut_off_load, &rec, seed);
         let mut last_fences = [0i64; FENCES];
         for g in &missed {

@@ -14,7 +14,7 @@ mod support;
 use history::{check, Op, Recorder, Res};
 use std::time::Duration;
 
-use support::fault_kit::{is_stopped, sigcont, sigstop};
+use support::fault_kit::{cut_off_replica, sigcont};
 use support::*;
 
 /// The lease of the grant the failover loses.
@@ -35,18 +35,8 @@ fn failover_losing_a_grant(grace_ms: i64) -> Vec<history::Event> {
     assert_eq!(release(&mut m, "job", "earlier"), 1);
     let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut m).unwrap();
 
-    // The replica stops; the master fills the link until it drops the stalled replica,
-    // so that the next grant cannot reach it (the kernel's socket buffers would carry a
-    // small write to a stopped process).
-    sigstop(replica.pid());
-    wait_until(Duration::from_secs(5), "the replica is stopped", || is_stopped(replica.pid()));
-    let filler = vec![b'x'; 1024 * 1024];
-    let mut filled = 0;
-    while info(&mut m, "replication").get("connected_slaves").map(String::as_str) != Some("0") {
-        assert!(filled < 200, "200 MB written and the master still streams to a stopped replica");
-        let _: () = redis::cmd("SET").arg(format!("filler:{filled}")).arg(&filler).query(&mut m).unwrap();
-        filled += 1;
-    }
+    // The replica stops and is cut off: the next grant cannot reach it.
+    cut_off_replica(&mut m, replica.pid());
     let rec = Recorder::new();
     let lost = rec.record(Op::Acquire, "job", "first", LEASE_MS as u64, || match acquire(&mut m, "job", "first", LEASE_MS) {
         Some(t) => Res::Granted(t),

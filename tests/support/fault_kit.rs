@@ -2,6 +2,7 @@
 //! (`chaos_paused`, `chaos_crash`, `chaos_failover`, `chaos_clock`):
 //!
 //! - `sigstop(pid)` / `sigcont(pid)`: really stop and resume a process.
+//! - `cut_off_replica`: stop a replica so that its master's next writes never reach it.
 //! - `Children`: child processes killed (after a SIGCONT) when dropped, also on panic.
 //! - `is_io` / `is_transient`: tell a dead or restarting server from an error reply.
 //! - `check_token_order`: for one key, a grant acknowledged before another grant was
@@ -35,6 +36,25 @@ pub fn is_stopped(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The state follows the parenthesised command name.
     stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')).unwrap_or(false)
+}
+
+/// Stops the replica `replica_pid` and fills the link from its master (`m`, a connection
+/// to the master) until the master drops the stalled replica, as it would in production
+/// once the replica's output buffer passes `client-output-buffer-limit replica` (give the
+/// master a small one, e.g. `4mb 4mb 0`): nothing the master writes from then on can
+/// reach the replica. Without the fill the kernel's socket buffers would carry a small
+/// write to the stopped process. Returns how many `filler:<n>` keys (1 MB each) it wrote.
+pub fn cut_off_replica(m: &mut redis::Connection, replica_pid: u32) -> usize {
+    sigstop(replica_pid);
+    super::cmd::wait_until(std::time::Duration::from_secs(5), "the replica is stopped", || is_stopped(replica_pid));
+    let filler = vec![b'x'; 1024 * 1024];
+    let mut filled = 0;
+    while super::cmd::info(m, "replication").get("connected_slaves").map(String::as_str) != Some("0") {
+        assert!(filled < 200, "200 MB written and the master still streams to a stopped replica");
+        let _: () = redis::cmd("SET").arg(format!("filler:{filled}")).arg(&filler).query(m).unwrap();
+        filled += 1;
+    }
+    filled
 }
 
 /// Child processes of a test: dropped (normally or while panicking) they are resumed,
