@@ -203,3 +203,32 @@ fn a_replica_promoted_by_a_cluster_failover_begins_the_takeover_grace() {
     assert!(left(&mut n) > before, "the promotion began the grace again");
     assert_eq!(acquire(&mut n, key, "someone", LONG_TTL), None, "and nothing is granted during it");
 }
+
+/// Failover to a replica whose clock is an hour behind its master's (`kill -9` of the
+/// master, the replica promoted by the cluster): its tokens still rise above the old
+/// master's, for a lock it last saw released (no key left to carry the token).
+#[test]
+fn tokens_rise_across_a_failover_to_a_replica_whose_clock_is_an_hour_behind() {
+    let mut c = Cluster::start_with(3, 1, |i| {
+        let options = if i == 0 { support::faketime::options(&[]) } else { Options::new() };
+        options.config(&[]).keep_dir_on_panic()
+    });
+    support::faketime::step(&c.nodes[0], 3600);
+    let ahead = 0;
+    assert!(c.is_master(ahead));
+    let replica = c.replica_of(ahead).expect("node 0 has a replica");
+    let key = (0..).map(|n| format!("batch{n}")).find(|k| c.owner_of(k) == ahead).unwrap();
+    let mut a = c.conn(ahead);
+    let t1 = acquire(&mut a, &key, "one", LONG_TTL).unwrap();
+    assert_eq!(release(&mut a, &key, "one"), 1);
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut a).unwrap();
+
+    c.nodes[ahead].kill9();
+    wait_until(Duration::from_secs(30), "the replica took over", || c.is_master(replica));
+    c.await_ok();
+    let mut r = c.conn(replica);
+    let t2 = acquire(&mut r, &key, "two", LONG_TTL).unwrap();
+    let behind_clock_part = (server_time_ms(&mut r) - 1_735_689_600_000) << 12;
+    assert!(t1 > behind_clock_part, "the old master's token came from a clock an hour ahead");
+    assert!(t2 > t1, "the token went back across the failover: {t2} after {t1}");
+}
