@@ -84,7 +84,6 @@ impl ServerEvents for Events {
         if takeover::just_ended() {
             waiting::on_flush(None);
         }
-        waiting::retry_elsewhere();
         let noted = waiting::take_noted();
         if !noted.is_empty() {
             settle_keys(ctx, noted, now_ms());

@@ -348,19 +348,6 @@ pub fn elsewhere(db: Db, key: &[u8]) {
     with(|w| w.elsewhere.push((db, key.into())));
 }
 
-/// Notes the keys another node served when last looked at, once per `cluster::RETRY`:
-/// the slot may be back, or its waiters redirected (and gone from their queues).
-pub fn retry_elsewhere() {
-    with(|w| {
-        if w.elsewhere.is_empty() || w.elsewhere_at.is_some_and(|at| at.elapsed() < cluster::RETRY) {
-            return;
-        }
-        w.elsewhere_at = Some(Instant::now());
-        let keys = std::mem::take(&mut w.elsewhere);
-        w.noted.extend(keys);
-    });
-}
-
 /// FLUSHDB / FLUSHALL: every key with waiters in the flushed databases.
 pub fn on_flush(db: Option<Db>) {
     with(|w| {
@@ -374,9 +361,20 @@ pub fn on_flush(db: Option<Db>) {
     });
 }
 
-/// The keys noted since the last call, each once.
+/// The keys noted since the last call (and those put aside for another cluster node,
+/// when due), each once.
 pub fn take_noted() -> Vec<(Db, Box<[u8]>)> {
-    let mut noted = with(|w| std::mem::take(&mut w.noted));
+    let mut noted = with(|w| {
+        // The keys another node served when last looked at, again once per
+        // `cluster::RETRY`: the slot may be back, or their waiters redirected (and gone
+        // from their queues).
+        if !w.elsewhere.is_empty() && w.elsewhere_at.is_none_or(|at| at.elapsed() >= cluster::RETRY) {
+            w.elsewhere_at = Some(Instant::now());
+            let elsewhere = std::mem::take(&mut w.elsewhere);
+            w.noted.extend(elsewhere);
+        }
+        std::mem::take(&mut w.noted)
+    });
     noted.sort_unstable();
     noted.dedup();
     noted
