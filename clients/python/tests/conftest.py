@@ -1,6 +1,7 @@
 """Real redis-server processes with the fencelock module, on free loopback ports,
 started for the tests and stopped after them. FENCELOCK_MODULE names the module (.so);
-REDIS_SERVER the server binary (default: redis-server on PATH)."""
+REDIS_SERVER the server binary (default: redis-server on PATH); REDIS_CLI the redis-cli
+that joins the 3-master cluster (default: the one beside REDIS_SERVER, else on PATH)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,12 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Set
 
 import pytest
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 MODULE = os.environ.get("FENCELOCK_MODULE", "")
 REDIS_SERVER = os.environ.get("REDIS_SERVER", "redis-server")
@@ -58,7 +60,9 @@ def _free_port(cluster: bool) -> int:
 
 
 class Server:
-    def __init__(self, cluster: bool = False) -> None:
+    def __init__(self, cluster: bool = False, one_node: bool = True, extra: Sequence[str] = ()) -> None:
+        """A server; with `cluster`, cluster-enabled, and (with `one_node`) given every
+        slot, else left for `Cluster` to join."""
         self.dir = tempfile.mkdtemp(prefix="fencelock-py-")
         self.cluster = cluster
         for _ in range(5):  # a port taken between probing and binding: try another
@@ -66,16 +70,16 @@ class Server:
             args = [
                 REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
                 "--save", "", "--appendonly", "no", "--loadmodule", MODULE,
-                "--notify-keyspace-events", "KEA", "--logfile", "server.log",
+                "--notify-keyspace-events", "KEA", "--logfile", "server.log", *extra,
             ]
             if cluster:
-                args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+                args += ["--cluster-enabled", "yes", "--cluster-config-file", os.path.join(self.dir, "nodes.conf")]
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             if self._wait_up():
                 break
         else:
             raise RuntimeError(f"redis-server did not start; see {self.dir}/server.log")
-        if cluster:
+        if cluster and one_node:
             c = self.client()
             c.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
             wait_until(lambda: b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO"), 10, "cluster_state:ok")
@@ -119,6 +123,107 @@ class Server:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _redis_cli() -> str:
+    if os.environ.get("REDIS_CLI"):
+        return os.environ["REDIS_CLI"]
+    server = shutil.which(REDIS_SERVER)
+    beside = os.path.join(os.path.dirname(server), "redis-cli") if server else ""
+    return beside if os.access(beside, os.X_OK) else "redis-cli"
+
+
+class Cluster:
+    """Three masters (no replicas) joined by `redis-cli --cluster create`, with the
+    steps of a slot migration. Node indexes are into `nodes`."""
+
+    def __init__(self) -> None:
+        cli = _redis_cli()
+        if shutil.which(cli) is None:
+            raise RuntimeError(f"no redis-cli at {cli!r}; set REDIS_CLI")
+        extra = ["--cluster-node-timeout", "1000", "--enable-debug-command", "yes"]
+        self.nodes: List[Server] = []
+        self.migrating: Set[int] = set()  # slots a test began to move and has not finished
+        try:
+            for _ in range(3):
+                self.nodes.append(Server(cluster=True, one_node=False, extra=extra))
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            done = subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout.decode(errors='replace')}")
+            self.conns = [n.client() for n in self.nodes]
+            self.ids = [c.execute_command("CLUSTER", "MYID").decode() for c in self.conns]
+            self.await_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def await_ok(self) -> None:
+        """Every node says cluster_state:ok and agrees on who serves every slot."""
+
+        def ok() -> bool:
+            if not all(b"cluster_state:ok" in c.execute_command("CLUSTER", "INFO") for c in self.conns):
+                return False
+            views = [sorted((s[0], s[1], s[2][1]) for s in c.execute_command("CLUSTER", "SLOTS")) for c in self.conns]
+            return all(v == views[0] for v in views)
+
+        wait_until(ok, 20, "cluster_state:ok on every node")
+
+    def owner(self, slot: int) -> int:
+        """The node that serves `slot`, as the first node sees it."""
+        for start, end, master, *_ in self.conns[0].execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return [n.port for n in self.nodes].index(int(master[1]))
+        raise AssertionError(f"slot {slot} is not served")
+
+    def key_on(self, node: int, prefix: str) -> str:
+        """A key `{<prefix><n>}` whose slot `node` serves."""
+        return next(k for k in (f"{{{prefix}{n}}}" for n in range(100000)) if self.owner(key_slot(k.encode())) == node)
+
+    def keys_in(self, node: int, slot: int) -> List[bytes]:
+        return list(self.conns[node].execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1000))
+
+    def begin_migration(self, slot: int, src: int, dst: int) -> None:
+        self.conns[dst].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", self.ids[src])
+        self.conns[src].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", self.ids[dst])
+        self.migrating.add(slot)
+
+    def move_keys(self, slot: int, src: int, dst: int) -> int:
+        keys = self.keys_in(src, slot)
+        if keys:
+            self.conns[src].execute_command("MIGRATE", "127.0.0.1", self.nodes[dst].port, "", 0, 5000, "KEYS", *keys)
+        return len(keys)
+
+    def end_migration(self, slot: int, src: int, dst: int) -> None:
+        for node in [dst, src] + [n for n in range(3) if n not in (src, dst)]:
+            self.conns[node].execute_command("CLUSTER", "SETSLOT", slot, "NODE", self.ids[dst])
+        self.migrating.discard(slot)
+
+    def reset(self) -> None:
+        """Between tests: a slot a failed test left half moved is stable again, and
+        every node is empty, with its command counts reset."""
+        for slot in self.migrating:
+            for c in self.conns:
+                c.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+        self.migrating.clear()
+        for c in self.conns:
+            c.flushall()
+            c.config_resetstat()
+
+    def calls(self, node: int, command: str) -> Dict[str, int]:
+        """`command`'s counts on `node` since the last CONFIG RESETSTAT: `calls` (it
+        ran) and `rejected_calls` (refused before running, e.g. -MOVED, -ASK)."""
+        stats = self.conns[node].info("commandstats").get(f"cmdstat_{command.lower()}", {})
+        return {"calls": int(stats.get("calls", 0)), "rejected_calls": int(stats.get("rejected_calls", 0))}
+
+    def stop(self) -> None:
+        for c in getattr(self, "conns", []):
+            c.close()
+        for n in self.nodes:
+            n.stop()
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[Server]:
     s = Server()
@@ -139,6 +244,20 @@ def cluster_server() -> Iterator[Server]:
     s = Server(cluster=True)
     yield s
     s.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster3() -> Iterator[Cluster]:
+    """Three masters, shared by the tests that move slots (each moves its own)."""
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def c3(cluster3: Cluster) -> Iterator[Cluster]:
+    cluster3.reset()
+    yield cluster3
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Generator, Optional, Tuple, Union
 
 from redis.exceptions import LockError, LockNotOwnedError, RedisError, ResponseError
@@ -46,7 +46,8 @@ class Call:
 
 @dataclass(frozen=True)
 class Once:
-    """Send once on one connection, never re-sent. `wait`: None reads with the client's
+    """Send once on one connection, never re-sent (but after a cluster's -MOVED or -ASK,
+    which refuse it unrun: see `resent`). `wait`: None reads with the client's
     socket timeout; a number of seconds replaces it (math.inf: no limit). If no reply
     comes, `undo` (if any) is sent down the same connection before it is closed: the
     server runs it right after the command if it ever runs that (a stalled server
@@ -55,6 +56,23 @@ class Once:
     args: Tuple[Any, ...]
     wait: Optional[float] = None
     undo: Optional[Tuple[Any, ...]] = None
+    wait_ms: Optional[int] = None  # a blocking acquire's WAIT argument, the last of `args`
+
+    def resent(self, elapsed: float) -> "Once":
+        """This request, to send again after a -MOVED or -ASK `elapsed` seconds after
+        it was first sent. Those replies come before the command runs (a waiter that
+        is redirected is queued nowhere), so sending it to the node named is no second
+        run. A blocking acquire keeps its deadline: its WAIT, and the read limit with
+        it, shrink by the time it already waited (a -MOVED can end a long wait), down
+        to a single try once the deadline has passed."""
+        if not self.wait_ms:  # no WAIT, or WAIT 0 (no limit)
+            return self
+        assert self.wait is not None and self.args[-2] == "WAIT"
+        margin = self.wait - self.wait_ms / 1000
+        left = self.wait_ms - int(elapsed * 1000)
+        if left <= 0:
+            return replace(self, args=self.args[:-2], wait=None, wait_ms=None)
+        return replace(self, args=self.args[:-1] + (left,), wait=left / 1000 + margin, wait_ms=left)
 
 
 @dataclass(frozen=True)
@@ -376,7 +394,7 @@ class LockCore:
         owner = scope.owner = wanted or self._fixed_owner or self._encode(new_owner())
         read_limit = None if wait is None else math.inf if wait == 0 else wait / 1000 + self.wait_margin
         # Should no reply come, the release undoes a grant made after we gave up.
-        token = yield Once(self._acquire_args(owner, wait), read_limit, undo=release + (owner,))
+        token = yield Once(self._acquire_args(owner, wait), read_limit, undo=release + (owner,), wait_ms=wait)
         if token is None:
             return False
         hold = Hold(scope.owner, token, self._new_event())

@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Type, TypeVar, Union, cast
 import redis
 import redis.asyncio
 from redis.cluster import RedisCluster
-from redis.exceptions import LockError, MovedError, RedisError, ResponseError, TimeoutError
+from redis.exceptions import AskError, LockError, MovedError, RedisError, ResponseError, TimeoutError
 
 from ._core import (
     Call,
@@ -50,28 +50,57 @@ _POOL_WANTS_NAME = inspect.signature(redis.ConnectionPool.get_connection).parame
 def send_once(client: Client, step: Once) -> Any:
     """One command on one pooled connection, outside the client's retry loop, with the
     read timeout the step asks for. Without a reply, the step's undo goes down the same
-    connection and the connection is closed (see `_core.Once`)."""
-    if isinstance(client, RedisCluster):
+    connection and the connection is closed (see `_core.Once`). In a cluster, to the
+    node that serves the key's slot, following -MOVED and -ASK."""
+    if not isinstance(client, RedisCluster):
+        return _send_on(client.connection_pool, step)
+    # The server answers -MOVED/-ASK before it runs the command, and a blocked waiter
+    # it answers -MOVED (its slot moved away) is no longer queued there: so, as
+    # RedisCluster does for its own commands, send it again where the reply points (at
+    # most RedisClusterRequestTTL times). It still runs once at most, and a blocking
+    # acquire keeps its deadline (`Once.resent`).
+    nodes, first, started = client.nodes_manager, step, time.monotonic()
+    node, asking, redirections = client.get_node_from_key(step.args[1]), False, 0
+    while True:
         try:
-            return send_once(client.get_redis_connection(client.get_node_from_key(step.args[1])), step)
-        except MovedError as e:  # nothing ran; learn the slot's new node for the next try
-            client.nodes_manager.update_moved_exception(e)
-            raise
-    pool = client.connection_pool
+            return _send_on(client.get_redis_connection(node).connection_pool, step, asking)
+        except AskError as e:  # MovedError is an AskError too
+            redirections += 1
+            if redirections >= client.RedisClusterRequestTTL:
+                raise
+            if isinstance(e, MovedError):  # the slot has moved: update the client's map
+                nodes.update_moved_exception(e)
+                node, asking = nodes.get_node_from_slot(e.slot_id), False
+            else:  # mid-move, the key has left: ask the importing node, this once
+                node, asking = client.get_node(host=e.host, port=e.port), True
+                if node is None:
+                    raise
+        step = first.resent(time.monotonic() - started)
+
+
+def _send_on(pool: Any, step: Once, asking: bool = False) -> Any:
     conn: Any = pool.get_connection(step.args[0]) if _POOL_WANTS_NAME else pool.get_connection()
     try:
-        conn.send_command(*step.args)
-        if step.wait is not None:
-            if not conn.can_read(timeout=None if step.wait == math.inf else step.wait):
-                raise TimeoutError(f"{step.args[0]}: no reply within {step.wait:.3f} s (WAIT + wait_margin)")
-        return conn.read_response()
+        if asking:  # good for the next command only: sent with it in one write, so
+            # that no health check comes between and the undo below never follows an
+            # unsent command
+            conn.send_packed_command(conn.pack_commands([("ASKING",), step.args]))
+        else:
+            conn.send_command(*step.args)
+        for _ in range(2 if asking else 1):  # ASKING's +OK, then the command's reply
+            if step.wait is not None:
+                if not conn.can_read(timeout=None if step.wait == math.inf else step.wait):
+                    raise TimeoutError(f"{step.args[0]}: no reply within {step.wait:.3f} s (WAIT + wait_margin)")
+            reply = conn.read_response()
+        return reply
     except ResponseError:
         raise
     except BaseException:
         # Only down the same connection: a new one would queue behind nothing.
         if step.undo is not None and conn._sock is not None:
-            try:
-                conn.send_command(*step.undo, check_health=False)
+            try:  # (after ASKING, else the importing node would redirect it)
+                undo = [("ASKING",), step.undo] if asking else [step.undo]
+                conn.send_packed_command(conn.pack_commands(undo), check_health=False)
             except Exception:
                 pass  # the connection is gone: the server drops what it had of ours
         conn.disconnect()

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Set, Type, TypeVar,
 import redis
 import redis.asyncio
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import LockError, LockNotOwnedError, MovedError, RedisClusterException, RedisError, ResponseError, TimeoutError
+from redis.exceptions import AskError, LockError, LockNotOwnedError, MovedError, RedisClusterException, RedisError, ResponseError, TimeoutError
 
 from ._core import (
     DEFAULT_LEASE,
@@ -55,53 +55,78 @@ _POOL_WANTS_NAME = (
 
 async def send_once(client: Client, step: Once) -> Any:
     """One command on one connection, outside the client's retry loop, with the read
-    timeout the step asks for, and the step's undo if no reply comes; see
+    timeout the step asks for, and the step's undo if no reply comes; in a cluster, to
+    the node that serves the key's slot, following -MOVED and -ASK; see
     fencelock._sync.send_once."""
-    if isinstance(client, RedisCluster):
-        node = await _node(client, step.args[1])
-        conn = node.acquire_connection()
+    if not isinstance(client, RedisCluster):
+        pool = client.connection_pool
+        conn = await (pool.get_connection(step.args[0]) if _POOL_WANTS_NAME else pool.get_connection())  # type: ignore[call-arg]
         try:
             return await _send_on(conn, step)
-        except MovedError as e:  # nothing ran; learn the slot's new node for the next try
-            client.nodes_manager._moved_exception = e  # as RedisCluster does
-            raise
+        finally:
+            await pool.release(conn)
+    # -MOVED/-ASK come before the command runs (and a blocked waiter answered -MOVED is
+    # queued nowhere): send it again where the reply points, as RedisCluster does.
+    nodes, first, started = client.nodes_manager, step, time.monotonic()
+    node, asking, redirections = await _node(client, step.args[1]), False, 0
+    while True:
+        conn = node.acquire_connection()
+        try:
+            return await _send_on(conn, step, asking)
+        except AskError as e:  # MovedError is an AskError too
+            redirect = e
         finally:
             node._free.append(conn)  # what ClusterNode.execute_command does
-    pool = client.connection_pool
-    conn = await (pool.get_connection(step.args[0]) if _POOL_WANTS_NAME else pool.get_connection())  # type: ignore[call-arg]
-    try:
-        return await _send_on(conn, step)
-    finally:
-        await pool.release(conn)
+        redirections += 1
+        if redirections >= client.RedisClusterRequestTTL:
+            raise redirect
+        if isinstance(redirect, MovedError):  # the slot has moved: update the client's map
+            nodes._moved_exception = redirect  # as RedisCluster does
+            node, asking = nodes.get_node_from_slot(redirect.slot_id), False
+        else:  # mid-move, the key has left: ask the importing node, this once
+            node, asking = client.get_node(host=redirect.host, port=redirect.port), True
+            if node is None:
+                raise redirect
+        step = first.resent(time.monotonic() - started)
 
 
-async def _send_on(conn: Any, step: Once) -> Any:
+async def _send_on(conn: Any, step: Once, asking: bool = False) -> Any:
     try:
-        await conn.send_command(*step.args)
-        if step.wait is None:
-            return await conn.read_response()
-        # The connection's own socket timeout must not cut a WAIT short; the limit is
-        # the step's alone.
-        saved, conn.socket_timeout = conn.socket_timeout, None
-        try:
-            # Kept open on a timeout (redis-py would close it), for the undo.
-            reply = conn.read_response(disconnect_on_error=False)
-            return await asyncio.wait_for(reply, None if step.wait == math.inf else step.wait)
-        except asyncio.TimeoutError:
-            raise TimeoutError(f"{step.args[0]}: no reply within {step.wait:.3f} s (WAIT + wait_margin)") from None
-        finally:
-            conn.socket_timeout = saved
+        if asking:  # good for the next command only: sent with it, so that the undo
+            # below never follows an unsent command
+            await conn.send_packed_command(conn.pack_commands([("ASKING",), step.args]))
+            await _read(conn, step)  # +OK
+        else:
+            await conn.send_command(*step.args)
+        return await _read(conn, step)
     except ResponseError:
         raise
     except BaseException:
         # Only down the same connection: a new one would queue behind nothing.
         if step.undo is not None and conn.is_connected:
-            try:
-                await conn.send_command(*step.undo, check_health=False)
+            try:  # (after ASKING, else the importing node would redirect it)
+                undo = [("ASKING",), step.undo] if asking else [step.undo]
+                await conn.send_packed_command(conn.pack_commands(undo), check_health=False)
             except Exception:
                 pass  # the connection is gone: the server drops what it had of ours
         await conn.disconnect(nowait=True)
         raise
+
+
+async def _read(conn: Any, step: Once) -> Any:
+    if step.wait is None:
+        return await conn.read_response()
+    # The connection's own socket timeout must not cut a WAIT short; the limit is the
+    # step's alone.
+    saved, conn.socket_timeout = conn.socket_timeout, None
+    try:
+        # Kept open on a timeout (redis-py would close it), for the undo.
+        reply = conn.read_response(disconnect_on_error=False)
+        return await asyncio.wait_for(reply, None if step.wait == math.inf else step.wait)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"{step.args[0]}: no reply within {step.wait:.3f} s (WAIT + wait_margin)") from None
+    finally:
+        conn.socket_timeout = saved
 
 
 async def _node(client: RedisCluster, key: KeyT) -> Any:
