@@ -3,7 +3,10 @@
 
 import { EventEmitter } from 'node:events';
 
-/** An ioredis `Redis` client, a node-redis (`redis` v4/v5) client, or an {@link Adapter}. */
+/**
+ * An ioredis `Redis` or `Cluster`, a node-redis (`redis` v4/v5) client or cluster
+ * (`createCluster`, connected), or an {@link Adapter}.
+ */
 export type SupportedClient = object;
 
 export interface FencelockOptions {
@@ -205,7 +208,19 @@ export interface Adapter {
   readonly kind: string;
   /** The database number, for keyspace event channels. */
   readonly db: number;
-  open(purpose: 'command' | 'blocking' | 'subscriber'): Promise<AdapterConnection>;
+  /**
+   * A connection of its own. For a cluster adapter (one with `nodeFor`), `node` is the
+   * `"host:port"` of the node to connect to, as the cluster announces it.
+   */
+  open(purpose: 'command' | 'blocking' | 'subscriber', node?: string): Promise<AdapterConnection>;
+  /** Cluster adapters: true. */
+  readonly cluster?: boolean;
+  /** Cluster adapters: the `"host:port"` of the master that serves `key`'s hash slot. */
+  nodeFor?(key: string): Promise<string>;
+  /** Cluster adapters: a `-MOVED` said that `slot` is served by `node` now. */
+  moved?(slot: number, node: string): void;
+  /** Cluster adapters: read the slot map again (after a node could not be reached). */
+  refresh?(): Promise<void>;
 }
 
 export declare function adapterFor(client: SupportedClient): Adapter;

@@ -3,7 +3,10 @@
 # node-redis 5 and node-redis 4. Installs what is missing (as root, from Debian's
 # archive), then `npm ci` and `node --test`.
 #
-#   FENCELOCK_MODULE=/path/to/libfencelock.so [REDIS_SERVER=redis-server] bash run-tests.sh
+#   FENCELOCK_MODULE=/path/to/libfencelock.so [REDIS_SERVER=redis-server] [REDIS_CLI=redis-cli] bash run-tests.sh
+#
+# REDIS_CLI (for the cluster tests' `redis-cli --cluster create`) defaults to the redis-cli
+# beside REDIS_SERVER, else the one on the PATH.
 set -euo pipefail
 cd "$(dirname "$0")"
 

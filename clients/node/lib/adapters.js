@@ -4,6 +4,9 @@
 // so the lock logic (lease.js) is written once against this small interface:
 //
 //   adapter = { kind, db, open(purpose) -> Promise<connection> }
+//   a cluster's adapter also has { cluster: true, nodeFor(key) -> Promise<"host:port">,
+//     moved(slot, "host:port"), refresh() } and takes the node as open(purpose, node): fencelock
+//     keeps its connections per node and follows -MOVED / -ASK itself (fencelock.js)
 //   connection = {
 //     send(args) -> Promise<reply>      (args: strings or Buffers; reply errors come back
 //                                         as RedisReplyError / StaleTokenError)
@@ -22,7 +25,8 @@
 // keeps its own reply deadline, derived from the server-side WAIT, and on it closes the
 // connection, which makes the server forget a blocked acquire.
 
-const { RedisReplyError, StaleTokenError } = require('./errors');
+const { FencelockError, RedisReplyError, StaleTokenError } = require('./errors');
+const { SlotMap, splitAddress, joinAddress } = require('./cluster');
 
 function replyError(err) {
   const msg = String(err && err.message);
@@ -43,135 +47,255 @@ function hasCtorNamed(err, name) {
 function ignore() {}
 
 function ioredisAdapter(client) {
-  if (client.isCluster) {
-    throw new TypeError('fencelock: ioredis Cluster clients are not supported; pass a Redis ' +
-      'client connected to the node that serves the lock keys');
-  }
+  if (client.isCluster) return ioredisClusterAdapter(client);
   const db = Number((client.options && client.options.db) || 0);
   return {
     kind: 'ioredis',
     db,
-    async open(purpose) {
-      const subscriber = purpose === 'subscriber';
-      const conn = client.duplicate({
-        lazyConnect: true,
-        commandTimeout: undefined,
-        socketTimeout: undefined,
-        blockingTimeout: undefined,
-        autoResendUnfulfilledCommands: false,
-        enableAutoPipelining: false,
-        reconnectOnError: null,
-        stringNumbers: false,
-        monitor: false,
-        readOnly: false,
-        // A subscriber may reconnect and resubscribe as the application's client would:
-        // an event missed meanwhile is covered by the watchdog and the local deadline.
-        ...(subscriber
-          ? { autoResubscribe: true }
-          : { retryStrategy: () => null, enableOfflineQueue: false, maxRetriesPerRequest: 0 }),
-      });
-      conn.on('error', ignore);
-      const listeners = new Map();
-      conn.on('message', (channel, message) => {
-        const fn = listeners.get(channel);
-        if (fn) fn(message);
-      });
+    open: (purpose) => openIoredis((overrides) => client.duplicate(overrides), purpose),
+  };
+}
+
+// An ioredis Cluster: connections to one node each, made from the cluster's
+// `redisOptions` (and `natMap`), with the same overrides as for a single server.
+function ioredisClusterAdapter(cluster) {
+  const opts = cluster.options || {};
+  const make = (address, overrides) => {
+    const node = { ...target(address), db: 0 };
+    // A duplicate of one of the cluster's own node connections has its options
+    // (`redisOptions` and what ioredis adds); before it has any, the cluster's
+    // `redisOptions` with the ioredis next to fencelock (a peer dependency).
+    const nodes = typeof cluster.nodes === 'function' ? cluster.nodes('all') : [];
+    if (nodes.length && typeof nodes[0].duplicate === 'function') return nodes[0].duplicate({ ...node, ...overrides });
+    const Redis = require('ioredis');
+    return new Redis({ ...(opts.redisOptions || {}), ...node, ...overrides });
+  };
+  const target = (address) => {
+    if (typeof cluster.natMapper === 'function') {
+      const m = cluster.natMapper(address);
+      return { host: m.host, port: Number(m.port) };
+    }
+    return splitAddress(address);
+  };
+  const adapter = {
+    kind: 'ioredis',
+    cluster: true,
+    db: 0,
+    open(purpose, address) {
+      if (typeof address !== 'string') throw new TypeError('fencelock: a cluster connection needs a node address');
+      return openIoredis((overrides) => make(address, overrides), purpose);
+    },
+    nodeFor: (key) => slots.nodeFor(key),
+    moved: (slot, address) => slots.moved(slot, address),
+    refresh: () => slots.refresh(),
+  };
+  const slots = new SlotMap(() => {
+    const out = [];
+    const nodes = typeof cluster.nodes === 'function' ? cluster.nodes('master') : [];
+    for (const n of nodes) out.push(joinAddress(n.options.host, n.options.port));
+    for (const n of cluster.startupNodes || []) {
+      const a = startupAddress(n);
+      if (a) out.push(a);
+    }
+    return out;
+  }, (address) => adapter.open('command', address));
+  return adapter;
+}
+
+// ioredis startup nodes: a port, "host:port", a redis:// URL or { host, port }.
+function startupAddress(n) {
+  if (typeof n === 'number') return joinAddress('127.0.0.1', n);
+  if (typeof n === 'string') {
+    if (/^\d+$/.test(n)) return joinAddress('127.0.0.1', n);
+    if (n.includes('//')) {
       try {
-        await conn.connect();
-      } catch (err) {
-        conn.disconnect();
-        throw err;
+        const u = new URL(n);
+        return joinAddress(u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1', u.port || 6379);
+      } catch {
+        return null;
       }
-      const wrapper = {
-        async send(args) {
-          try {
-            return await conn.call(...args);
-          } catch (err) {
-            throw err && err.name === 'ReplyError' ? replyError(err) : err;
-          }
-        },
-        async subscribe(channel, onMessage) {
-          listeners.set(channel, onMessage);
-          await conn.subscribe(channel);
-        },
-        async unsubscribe(channel) {
-          listeners.delete(channel);
-          if (conn.status === 'ready') await conn.unsubscribe(channel);
-        },
-        destroy() {
-          conn.disconnect();
-        },
-        async close() {
-          if (conn.status === 'end') return;
-          try {
-            await conn.quit();
-          } catch {
-            conn.disconnect();
-          }
-        },
-        get closed() {
-          return subscriber ? conn.status === 'end' : conn.status !== 'ready';
-        },
-      };
-      return wrapper;
+    }
+    return n.includes(':') ? n : joinAddress(n, 6379);
+  }
+  if (n && typeof n === 'object') return joinAddress(n.host || '127.0.0.1', n.port || 6379);
+  return null;
+}
+
+async function openIoredis(make, purpose) {
+  const subscriber = purpose === 'subscriber';
+  const conn = make({
+    lazyConnect: true,
+    commandTimeout: undefined,
+    socketTimeout: undefined,
+    blockingTimeout: undefined,
+    autoResendUnfulfilledCommands: false,
+    enableAutoPipelining: false,
+    reconnectOnError: null,
+    stringNumbers: false,
+    monitor: false,
+    readOnly: false,
+    // A subscriber may reconnect and resubscribe as the application's client would:
+    // an event missed meanwhile is covered by the watchdog and the local deadline.
+    ...(subscriber
+      ? { autoResubscribe: true }
+      : { retryStrategy: () => null, enableOfflineQueue: false, maxRetriesPerRequest: 0 }),
+  });
+  conn.on('error', ignore);
+  const listeners = new Map();
+  conn.on('message', (channel, message) => {
+    const fn = listeners.get(channel);
+    if (fn) fn(message);
+  });
+  try {
+    await conn.connect();
+  } catch (err) {
+    conn.disconnect();
+    throw err;
+  }
+  return {
+    async send(args) {
+      try {
+        return await conn.call(...args);
+      } catch (err) {
+        throw err && err.name === 'ReplyError' ? replyError(err) : err;
+      }
+    },
+    async subscribe(channel, onMessage) {
+      listeners.set(channel, onMessage);
+      await conn.subscribe(channel);
+    },
+    async unsubscribe(channel) {
+      listeners.delete(channel);
+      if (conn.status === 'ready') await conn.unsubscribe(channel);
+    },
+    destroy() {
+      conn.disconnect();
+    },
+    async close() {
+      if (conn.status === 'end') return;
+      try {
+        await conn.quit();
+      } catch {
+        conn.disconnect();
+      }
+    },
+    get closed() {
+      return subscriber ? conn.status === 'end' : conn.status !== 'ready';
     },
   };
 }
 
 function nodeRedisAdapter(client) {
+  if (isNodeRedisCluster(client)) return nodeRedisClusterAdapter(client);
   const options = client.options || {};
   const db = Number(options.database || 0);
   return {
     kind: 'node-redis',
     db,
-    async open(purpose) {
-      const subscriber = purpose === 'subscriber';
-      const socket = { ...(options.socket || {}), socketTimeout: undefined };
-      if (!subscriber) socket.reconnectStrategy = false;
-      const conn = client.duplicate({
-        socket,
-        disableOfflineQueue: !subscriber,
-        pingInterval: undefined,
-        commandOptions: undefined,
-        legacyMode: false,
-        clientSideCache: undefined,
-      });
-      conn.on('error', ignore);
+    open: (purpose) => openNodeRedis(client, purpose, null),
+  };
+}
+
+function isNodeRedisCluster(client) {
+  return client.masters !== undefined || typeof client.getSlotMaster === 'function' ||
+    typeof client.nodeClient === 'function';
+}
+
+// A node-redis cluster (v4 or v5): connections to one node each, duplicated from one of
+// the cluster's own node clients (so they have its defaults: TLS, credentials, RESP)
+// with the node's address (through `nodeAddressMap`). The cluster must be connected.
+function nodeRedisClusterAdapter(cluster) {
+  const opts = cluster.options || {};
+  const masterAddress = (m) => m.address || joinAddress(m.host, m.port);
+  const template = async () => {
+    let lastErr = null;
+    for (const m of cluster.masters || []) {
       try {
-        await conn.connect();
+        return await cluster.nodeClient(m);
       } catch (err) {
-        destroy(conn);
-        throw err;
+        lastErr = err;
       }
-      return {
-        async send(args) {
-          try {
-            return await conn.sendCommand(args);
-          } catch (err) {
-            throw hasCtorNamed(err, 'ErrorReply') ? replyError(err) : err;
-          }
-        },
-        async subscribe(channel, onMessage) {
-          await conn.subscribe(channel, (message) => onMessage(message));
-        },
-        async unsubscribe(channel) {
-          if (conn.isReady) await conn.unsubscribe(channel);
-        },
-        destroy() {
-          destroy(conn);
-        },
-        async close() {
-          if (!conn.isOpen) return;
-          try {
-            await (typeof conn.close === 'function' ? conn.close() : conn.quit());
-          } catch {
-            destroy(conn);
-          }
-        },
-        get closed() {
-          return subscriber ? !conn.isOpen : !conn.isReady;
-        },
-      };
+    }
+    throw lastErr || new FencelockError('fencelock: the node-redis cluster knows no node yet: ' +
+      'connect it first (await cluster.connect())');
+  };
+  const target = (address) => {
+    const map = opts.nodeAddressMap;
+    const m = typeof map === 'function' ? map(address) : (map && typeof map === 'object' ? map[address] : undefined);
+    return m ? { host: m.host, port: Number(m.port) } : splitAddress(address);
+  };
+  const adapter = {
+    kind: 'node-redis',
+    cluster: true,
+    db: 0,
+    async open(purpose, address) {
+      if (typeof address !== 'string') throw new TypeError('fencelock: a cluster connection needs a node address');
+      return openNodeRedis(await template(), purpose, target(address));
+    },
+    nodeFor: (key) => slots.nodeFor(key),
+    moved: (slot, address) => slots.moved(slot, address),
+    refresh: () => slots.refresh(),
+  };
+  const slots = new SlotMap(() => {
+    const out = (cluster.masters || []).map(masterAddress);
+    for (const n of opts.rootNodes || []) {
+      if (n && n.socket && n.socket.port) out.push(joinAddress(n.socket.host || '127.0.0.1', n.socket.port));
+      else if (n && n.url) out.push(startupAddress(n.url));
+    }
+    return out.filter(Boolean);
+  }, (address) => adapter.open('command', address));
+  return adapter;
+}
+
+async function openNodeRedis(client, purpose, node) {
+  const options = client.options || {};
+  const subscriber = purpose === 'subscriber';
+  const socket = { ...(options.socket || {}), socketTimeout: undefined };
+  if (node) Object.assign(socket, { host: node.host, port: node.port, path: undefined });
+  if (!subscriber) socket.reconnectStrategy = false;
+  const conn = client.duplicate({
+    socket,
+    ...(node ? { url: undefined, database: undefined, readonly: false } : {}),
+    disableOfflineQueue: !subscriber,
+    pingInterval: undefined,
+    commandOptions: undefined,
+    legacyMode: false,
+    clientSideCache: undefined,
+  });
+  conn.on('error', ignore);
+  try {
+    await conn.connect();
+  } catch (err) {
+    destroy(conn);
+    throw err;
+  }
+  return {
+    async send(args) {
+      try {
+        return await conn.sendCommand(args);
+      } catch (err) {
+        throw hasCtorNamed(err, 'ErrorReply') ? replyError(err) : err;
+      }
+    },
+    async subscribe(channel, onMessage) {
+      await conn.subscribe(channel, (message) => onMessage(message));
+    },
+    async unsubscribe(channel) {
+      if (conn.isReady) await conn.unsubscribe(channel);
+    },
+    destroy() {
+      destroy(conn);
+    },
+    async close() {
+      if (!conn.isOpen) return;
+      try {
+        await (typeof conn.close === 'function' ? conn.close() : conn.quit());
+      } catch {
+        destroy(conn);
+      }
+    },
+    get closed() {
+      return subscriber ? !conn.isOpen : !conn.isReady;
     },
   };
 }
@@ -199,11 +323,7 @@ function adapterFor(client) {
       typeof client.status === 'string') {
     return ioredisAdapter(client);
   }
-  if (client.masters !== undefined || typeof client.getSlotMaster === 'function' ||
-      typeof client.nodeClient === 'function') {
-    throw new TypeError('fencelock: node-redis cluster clients are not supported; pass a ' +
-      'client connected to the node that serves the lock keys');
-  }
+  if (isNodeRedisCluster(client)) return nodeRedisClusterAdapter(client);
   if (typeof client.sendCommand === 'function' && typeof client.duplicate === 'function' &&
       'isOpen' in client) {
     return nodeRedisAdapter(client);
@@ -212,4 +332,6 @@ function adapterFor(client) {
     'or an adapter object with open()');
 }
 
-module.exports = { adapterFor, ioredisAdapter, nodeRedisAdapter, replyError };
+module.exports = {
+  adapterFor, ioredisAdapter, nodeRedisAdapter, ioredisClusterAdapter, nodeRedisClusterAdapter, replyError,
+};

@@ -5,7 +5,12 @@ const { randomUUID } = require('node:crypto');
 const { adapterFor } = require('./adapters');
 const { FencelockError, RedisReplyError, LockNotAcquiredError, ReplyTimeoutError } = require('./errors');
 const { Lock, RWLock, Semaphore, runHeld, asyncDispose, LOCK_OPTIONS, ACQUIRE_OPTIONS } = require('./lease');
-const { checkOptions, checkKey, checkInt, checkTtl, tokenArg, stringArg, toInt, timer } = require('./util');
+const { checkOptions, checkKey, checkInt, checkTtl, tokenArg, stringArg, toInt, timer, now } = require('./util');
+const { redirectOf, splitAddress, joinAddress } = require('./cluster');
+
+// How many -MOVED / -ASK one command follows before the error is the caller's (as
+// redis-py's RedisClusterRequestTTL).
+const MAX_REDIRECTS = 16;
 
 const OPTIONS = ['ttl', 'renewInterval', 'watchdog', 'replyTimeout', 'keyspaceEvents', 'maxIdleConnections'];
 
@@ -30,11 +35,11 @@ class Fencelock {
     this.maxIdleConnections = opts.maxIdleConnections === undefined ? 2
       : checkInt('maxIdleConnections', opts.maxIdleConnections, 0, 1000, '');
     this._closed = false;
-    this._cmdConn = null;
-    this._cmdOpening = null;
+    // Connections by node: the key '' for a single server, "host:port" in a cluster.
+    this._cmd = new Map();
     this._idle = [];
     this._busy = new Set();
-    this._subConn = null;
+    this._subConns = new Map();
     this._subs = new Map();
     this._subChain = Promise.resolve();
     this._eventsOn = null;
@@ -87,9 +92,10 @@ class Fencelock {
     const closing = [];
     for (const c of this._busy) c.destroy();
     for (const c of this._idle.splice(0)) closing.push(c.close());
-    if (this._cmdConn) closing.push(this._cmdConn.close());
-    this._cmdConn = null;
-    closing.push(this._subChain.then(() => this._subConn && this._subConn.close()));
+    for (const e of this._cmd.values()) if (e.conn) closing.push(e.conn.close());
+    this._cmd.clear();
+    closing.push(this._subChain.then(() => Promise.allSettled(
+      [...this._subConns.values()].map((c) => c.close()))));
     await Promise.allSettled(closing);
   }
 
@@ -114,9 +120,15 @@ class Fencelock {
     if (this._closed) throw new FencelockError('this Fencelock instance is closed');
   }
 
-  async _open(purpose) {
+  // The node that serves `key`: undefined for a single server (or a custom adapter),
+  // "host:port" in a cluster.
+  async _nodeFor(key) {
+    return typeof this._adapter.nodeFor === 'function' ? this._adapter.nodeFor(key) : undefined;
+  }
+
+  async _open(purpose, node) {
     this._checkOpen();
-    const conn = await this._adapter.open(purpose);
+    const conn = await (node === undefined ? this._adapter.open(purpose) : this._adapter.open(purpose, node));
     if (this._closed) {
       conn.destroy();
       this._checkOpen();
@@ -124,49 +136,101 @@ class Fencelock {
     return conn;
   }
 
-  _commandConn() {
-    if (this._cmdConn && !this._cmdConn.closed) return this._cmdConn;
-    this._cmdConn = null;
-    if (!this._cmdOpening) {
-      this._cmdOpening = this._open('command').then((c) => {
-        this._cmdOpening = null;
-        this._cmdConn = c;
+  _commandConn(node) {
+    const k = node === undefined ? '' : node;
+    let e = this._cmd.get(k);
+    if (!e) {
+      e = { conn: null, opening: null };
+      this._cmd.set(k, e);
+    }
+    if (e.conn && !e.conn.closed) return e.conn;
+    e.conn = null;
+    if (!e.opening) {
+      e.opening = this._open('command', node).then((c) => {
+        e.opening = null;
+        e.conn = c;
         return c;
       }, (err) => {
-        this._cmdOpening = null;
+        e.opening = null;
         throw err;
       });
     }
-    return this._cmdOpening;
+    return e.opening;
   }
 
-  // One command on the shared command connection, with fencelock's own reply deadline.
-  async _send(args) {
+  // One command for `key`, on the shared command connection to the node that serves it,
+  // with fencelock's own reply deadline. In a cluster it follows -MOVED and -ASK: the
+  // server sends them instead of running the command, so this is never a second run.
+  // `where` (optional): start at where.node (with ASKING if where.asking) instead of the
+  // key's node; it is updated with where the command was last sent.
+  async _send(args, key, where) {
+    let node = where && where.node !== undefined ? where.node : await this._nodeFor(key);
+    let asking = Boolean(where && where.node !== undefined && where.asking);
+    for (let hops = 0; ; hops++) {
+      if (where) Object.assign(where, { node, asking });
+      try {
+        return await this._sendOn(node, args, asking);
+      } catch (err) {
+        const r = this._redirect(err, node, hops);
+        if (!r) {
+          // A cluster node that cannot be reached may have failed over: read the slot
+          // map again for the next command (the watchdog retries within a second).
+          if (node !== undefined && !(err instanceof FencelockError) && typeof this._adapter.refresh === 'function') {
+            this._adapter.refresh().catch(() => {});
+          }
+          throw err;
+        }
+        ({ node, asking } = r);
+      }
+    }
+  }
+
+  // Where a -MOVED / -ASK reply points, or null when `err` is not one to follow. A
+  // -MOVED updates the slot map.
+  _redirect(err, node, hops) {
+    if (node === undefined || !(err instanceof RedisReplyError) || hops >= MAX_REDIRECTS) return null;
+    const r = redirectOf(err);
+    if (!r) return null;
+    const address = joinAddress(r.host || splitAddress(node).host, r.port);
+    if (!r.ask && typeof this._adapter.moved === 'function') this._adapter.moved(r.slot, address);
+    return { node: address, asking: r.ask };
+  }
+
+  // One command on the command connection to `node`, sent once.
+  async _sendOn(node, args, asking = false) {
     this._checkOpen();
-    const conn = await this._commandConn();
+    const conn = await this._commandConn(node);
     return new Promise((resolve, reject) => {
       const deadline = setTimeout(() => {
         // A reply that never comes holds up every command behind it: start over on a
         // new connection rather than wait.
-        if (this._cmdConn === conn) this._cmdConn = null;
+        const e = this._cmd.get(node === undefined ? '' : node);
+        if (e && e.conn === conn) e.conn = null;
         conn.destroy();
         reject(new ReplyTimeoutError(args[0], this.replyTimeout));
       }, this.replyTimeout);
       deadline.unref();
+      // ASKING holds for the next command on the connection: both go out in this tick,
+      // so nothing else is sent between them.
+      if (asking) conn.send(['ASKING']).catch(() => {});
       conn.send(args).then((v) => { clearTimeout(deadline); resolve(v); },
         (e) => { clearTimeout(deadline); reject(e); });
     });
   }
 
-  async _takeBlocking() {
-    while (this._idle.length) {
-      const c = this._idle.pop();
-      if (!c.closed) {
+  async _takeBlocking(node) {
+    for (let i = this._idle.length - 1; i >= 0; i--) {
+      const c = this._idle[i];
+      if (c.closed) {
+        this._idle.splice(i, 1);
+      } else if (c.node === node) {
+        this._idle.splice(i, 1);
         this._busy.add(c);
         return c;
       }
     }
-    const c = await this._open('blocking');
+    const c = await this._open('blocking', node);
+    c.node = node;
     try {
       c.id = toInt(await c.send(['CLIENT', 'ID']));
     } catch (err) {
@@ -192,11 +256,37 @@ class Fencelock {
     }
   }
 
-  // A blocking acquire on a connection of its own: the server's WAIT holds only that
-  // connection. Resolves { reply, aborted, unknown }: `unknown` when the connection was
-  // dropped before the reply, so the server may or may not have granted it.
-  async _sendBlocking(args, wait, signal) {
-    const conn = await this._takeBlocking();
+  // A blocking acquire (`args` without its WAIT) on a connection of its own, to the node
+  // that serves `key`: the server's WAIT holds only that connection. Resolves { reply,
+  // aborted, unknown }: `unknown` when the connection was dropped before the reply, so
+  // the server may or may not have granted it. `where` is kept up to date with the node
+  // it was last sent to (and whether with ASKING), for the give-back of a lost reply.
+  //
+  // In a cluster a -MOVED (also the answer to a waiter whose slot moved away: it is
+  // queued nowhere then) or -ASK sends it on to the node named, keeping the original
+  // deadline: the WAIT shrinks by the time already waited, down to one try.
+  async _sendBlocking(args, wait, signal, key, where = {}) {
+    const start = now();
+    let node = await this._nodeFor(key);
+    let asking = false;
+    for (let hops = 0; ; hops++) {
+      let w = wait;
+      if (hops > 0 && wait !== Infinity) w = Math.max(0, wait - Math.ceil(now() - start));
+      let full = args;
+      if (w === Infinity) full = [...args, 'WAIT', '0'];
+      else if (w > 0) full = [...args, 'WAIT', String(w)];
+      Object.assign(where, { node, asking });
+      const r = await this._sendBlockingOn(node, asking, full, w, signal);
+      if (!r.redirect) return r;
+      const next = this._redirect(r.redirect, node, hops);
+      if (!next) throw r.redirect;
+      ({ node, asking } = next);
+      if (signal && signal.aborted) return { reply: null, aborted: true, unknown: false };
+    }
+  }
+
+  async _sendBlockingOn(node, asking, args, wait, signal) {
+    const conn = await this._takeBlocking(node);
     const limit = wait === Infinity ? null : wait + this.replyTimeout;
     return new Promise((resolve, reject) => {
       let done = false;
@@ -215,7 +305,7 @@ class Fencelock {
         let unblocked = 0;
         try {
           // The server answers the blocked acquire with nil: the connection stays usable.
-          unblocked = toInt(await this._send(['CLIENT', 'UNBLOCK', String(conn.id)]));
+          unblocked = toInt(await this._sendOn(node, ['CLIENT', 'UNBLOCK', String(conn.id)]));
         } catch {
           // not allowed (ACL) or no connection: drop the blocked one instead
         }
@@ -223,11 +313,21 @@ class Fencelock {
         // the connection settles it.
         if (unblocked !== 1) finish(false, resolve, { reply: null, aborted: true, unknown: true });
       };
+      if (asking) conn.send(['ASKING']).catch(() => {});
       conn.send(args).then(
         (reply) => finish(true, resolve, { reply, aborted, unknown: false }),
         (err) => {
-          if (err instanceof RedisReplyError) finish(true, reject, err);
-          else finish(false, aborted ? resolve : reject, aborted ? { reply: null, aborted: true, unknown: true } : err);
+          if (err instanceof RedisReplyError) {
+            // -MOVED / -ASK: refused without running; the caller sends it on (or, when it
+            // was cancelled meanwhile, nothing was granted).
+            if (node !== undefined && redirectOf(err)) {
+              finish(true, resolve, aborted ? { reply: null, aborted: true, unknown: false } : { redirect: err });
+            } else {
+              finish(true, reject, err);
+            }
+          } else {
+            finish(false, aborted ? resolve : reject, aborted ? { reply: null, aborted: true, unknown: true } : err);
+          }
         });
       if (limit !== null) {
         deadline = timer(limit, () => finish(false, reject, new ReplyTimeoutError(args[0], limit)));
@@ -244,12 +344,13 @@ class Fencelock {
     return `__keyspace@${this._adapter.db}__:${key}`;
   }
 
-  _events() {
+  // Whether to subscribe to keyspace events (asked once, of the node of the first key).
+  _events(key) {
     if (!this._eventsOn) {
       if (this.keyspaceEvents !== 'auto') {
         this._eventsOn = Promise.resolve(this.keyspaceEvents);
       } else {
-        this._eventsOn = this._send(['CONFIG', 'GET', 'notify-keyspace-events']).then((r) => {
+        this._eventsOn = this._send(['CONFIG', 'GET', 'notify-keyspace-events'], key).then((r) => {
           let flags = '';
           if (Array.isArray(r)) flags = String(r[1] ?? '');
           else if (r instanceof Map) flags = String([...r.values()][0] ?? '');
@@ -265,30 +366,40 @@ class Fencelock {
     this._subChain = this._subChain.then(fn).catch(() => {});
   }
 
-  _subscribe(channel, handler) {
-    const set = this._subs.get(channel);
-    if (set) {
-      set.add(handler);
+  // Keyspace events are published by the node that has the key: in a cluster the
+  // subscription goes to the node serving `key` now (one subscriber connection per node).
+  _subscribe(channel, handler, key) {
+    const entry = this._subs.get(channel);
+    if (entry) {
+      entry.handlers.add(handler);
       return;
     }
-    this._subs.set(channel, new Set([handler]));
+    const e = { handlers: new Set([handler]), conn: null };
+    this._subs.set(channel, e);
     this._subOp(async () => {
-      if (!this._subs.has(channel) || this._closed || !(await this._events())) return;
-      if (!this._subConn || this._subConn.closed) this._subConn = await this._open('subscriber');
-      await this._subConn.subscribe(channel, (message) => {
-        const handlers = this._subs.get(channel);
-        if (handlers) for (const h of handlers) h(message);
+      if (this._subs.get(channel) !== e || this._closed || !(await this._events(key))) return;
+      const node = await this._nodeFor(key);
+      const k = node === undefined ? '' : node;
+      let conn = this._subConns.get(k);
+      if (!conn || conn.closed) {
+        conn = await this._open('subscriber', node);
+        this._subConns.set(k, conn);
+      }
+      e.conn = conn;
+      await conn.subscribe(channel, (message) => {
+        const current = this._subs.get(channel);
+        if (current) for (const h of current.handlers) h(message);
       });
     });
   }
 
   _unsubscribe(channel, handler) {
-    const set = this._subs.get(channel);
-    if (!set || !set.delete(handler) || set.size > 0) return;
+    const e = this._subs.get(channel);
+    if (!e || !e.handlers.delete(handler) || e.handlers.size > 0) return;
     this._subs.delete(channel);
     this._subOp(async () => {
-      if (this._subs.has(channel) || !this._subConn || this._subConn.closed) return;
-      await this._subConn.unsubscribe(channel);
+      if (this._subs.has(channel) || !e.conn || e.conn.closed) return;
+      await e.conn.unsubscribe(channel);
     });
   }
 }
@@ -310,19 +421,19 @@ class Fence {
     this.key = checkKey('fence', key);
   }
 
-  async next() { return toInt(await this._fl._send(['FENCE.NEXT', this.key])); }
+  async next() { return toInt(await this._fl._send(['FENCE.NEXT', this.key], this.key)); }
 
-  async current() { return toInt(await this._fl._send(['FENCE.CURRENT', this.key])); }
+  async current() { return toInt(await this._fl._send(['FENCE.CURRENT', this.key], this.key)); }
 
   // true, or StaleTokenError when a newer token has been recorded.
   async check(token) {
-    return toInt(await this._fl._send(['FENCE.CHECK', this.key, tokenArg(token)])) === 1;
+    return toInt(await this._fl._send(['FENCE.CHECK', this.key, tokenArg(token)], this.key)) === 1;
   }
 
   // The inner command's own reply, or StaleTokenError and nothing ran. Sent on
   // fencelock's connection, which never re-sends: a fenced LPUSH runs at most once.
   async call(token, command, ...args) {
-    return this._fl._send(fenceCallArgs(this.key, token, command, ...args));
+    return this._fl._send(fenceCallArgs(this.key, token, command, ...args), this.key);
   }
 }
 

@@ -57,7 +57,7 @@ class Holder {
     this.fl._active.add(this);
     this._scheduleTick(this.renewInterval);
     this.channel = this.fl._channel(this.key);
-    this.fl._subscribe(this.channel, this.onEvent);
+    this.fl._subscribe(this.channel, this.onEvent, this.key);
   }
 
   detach(lease) {
@@ -113,7 +113,7 @@ class Holder {
     const gens = new Map([...this.leases].map((l) => [l, l._generation]));
     if (gens.size === 0) return false;
     const sentAt = now();
-    const ok = toInt(await this.fl._send([this.extendCmd, this.key, this.owner, String(ttl)])) === 1;
+    const ok = toInt(await this.fl._send([this.extendCmd, this.key, this.owner, String(ttl)], this.key)) === 1;
     for (const [l, g] of gens) {
       if (l._generation !== g) continue; // released or lost while the extend was out
       if (ok) l._validUntil = sentAt + ttl - drift(ttl);
@@ -124,7 +124,7 @@ class Holder {
   }
 
   async info() {
-    return pairs(await this.fl._send([this.infoCmd, this.key]));
+    return pairs(await this.fl._send([this.infoCmd, this.key], this.key));
   }
 
   _event(event) {
@@ -198,23 +198,25 @@ class Lease extends EventEmitter {
     if (signal && signal.aborted) throw signal.reason;
     while (this._cleanup) await this._cleanup;
     const args = this._acquireArgs();
-    if (wait !== undefined) args.push('WAIT', wait === Infinity ? '0' : String(wait));
     const firstHold = this.holds === 0;
     const sentAt = now();
+    // The node it was (last) sent to, and whether with ASKING (in a cluster): a give-back
+    // of a grant whose reply was lost goes there, the same way.
+    const where = {};
     let reply;
     this._inflight++;
     try {
       if (wait === undefined) {
-        reply = await fl._send(args);
+        reply = await fl._send(args, this.key, where);
       } else {
-        const r = await fl._sendBlocking(args, wait, signal);
+        const r = await fl._sendBlocking(args, wait, signal, this.key, where);
         reply = r.reply;
         if (r.aborted) {
           if (r.unknown) {
-            if (firstHold && this.holds === 0 && this._inflight === 1) this._scheduleCleanup(1);
+            if (firstHold && this.holds === 0 && this._inflight === 1) this._scheduleCleanup(1, where);
           } else if (toInt(reply) !== null) {
             // The grant raced the cancellation: give back exactly that one hold.
-            await fl._send(this._releaseArgs()).catch(() => {});
+            await fl._send(this._releaseArgs(), this.key, { ...where }).catch(() => {});
           }
           throw signal.reason;
         }
@@ -227,7 +229,7 @@ class Lease extends EventEmitter {
       const cancelled = signal && signal.aborted && err === signal.reason;
       if (!(err instanceof RedisReplyError) && !cancelled && firstHold && this.holds === 0 &&
           this._inflight === 1) {
-        this._scheduleCleanup(1);
+        this._scheduleCleanup(1, where);
       }
       throw err;
     } finally {
@@ -283,7 +285,7 @@ class Lease extends EventEmitter {
       this._holder.detach(this);
       this._holder.armDeadline();
     }
-    const ok = toInt(await fl._send(this._releaseArgs())) === 1;
+    const ok = toInt(await fl._send(this._releaseArgs(), this.key)) === 1;
     if (!ok) {
       if (last) {
         this._lost = new LockLostError(this, 'release-refused');
@@ -358,13 +360,14 @@ class Lease extends EventEmitter {
   }
 
   // Give back up to `times` holds the server may still count for this owner; the next
-  // acquire waits for it, so it cannot give back a hold granted after it.
-  _scheduleCleanup(times) {
+  // acquire waits for it, so it cannot give back a hold granted after it. `where`: the
+  // node (and ASKING) an acquire without a reply went to, in a cluster.
+  _scheduleCleanup(times, where) {
     const fl = this._holder.fl;
     if (fl._closed) return;
     const p = (async () => {
       for (let i = 0; i < times; i++) {
-        if (toInt(await fl._send(this._releaseArgs())) !== 1) return;
+        if (toInt(await fl._send(this._releaseArgs(), this.key, where && { ...where })) !== 1) return;
       }
     })().catch(() => {}).finally(() => {
       if (this._cleanup === p) this._cleanup = null;

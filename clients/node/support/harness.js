@@ -3,7 +3,7 @@
 // Test harness: a real redis-server with the module, on a free loopback port, started
 // and stopped by the tests; the three clients the package supports; polling helpers.
 
-const { spawn } = require('node:child_process');
+const { spawn, execFile } = require('node:child_process');
 const net = require('node:net');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -42,6 +42,8 @@ function modulePath() {
   return path.resolve(mod);
 }
 
+// `extraArgs`: more arguments for redis-server, or a function of the server's directory
+// returning them.
 async function startServer(extraArgs = []) {
   const mod = modulePath();
   const bin = process.env.REDIS_SERVER || 'redis-server';
@@ -54,7 +56,7 @@ async function startServer(extraArgs = []) {
       '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '',
       '--appendonly', 'no', '--logfile', '', '--daemonize', 'no',
       '--notify-keyspace-events', 'KEA', '--enable-debug-command', 'yes',
-      '--loadmodule', mod, ...extraArgs,
+      '--loadmodule', mod, ...(typeof extraArgs === 'function' ? extraArgs(dir) : extraArgs),
     ];
     const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     live.set(child, dir);
@@ -106,6 +108,88 @@ async function startServer(extraArgs = []) {
   throw lastErr;
 }
 
+// redis-cli: $REDIS_CLI, else the one beside $REDIS_SERVER, else the PATH's.
+function redisCli() {
+  if (process.env.REDIS_CLI) return process.env.REDIS_CLI;
+  const server = process.env.REDIS_SERVER;
+  if (server && server.includes('/')) {
+    const beside = path.join(path.dirname(server), 'redis-cli');
+    if (fs.existsSync(beside)) return beside;
+  }
+  return 'redis-cli';
+}
+
+// A cluster of three masters (no replicas), each a redis-server with the module,
+// joined with `redis-cli --cluster create`; resolves once every node reports
+// cluster_state:ok and knows the whole slot map. `masters[i]` has { port, admin, id,
+// slots: [[start, end], ...] }; `nodeOf(key)` is the master serving a key now.
+async function startCluster() {
+  const masters = [];
+  try {
+    for (let i = 0; i < 3; i++) {
+      masters.push(await startServer((dir) => [
+        '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'),
+        '--cluster-node-timeout', '1000',
+      ]));
+    }
+    const cli = redisCli();
+    const out = await new Promise((resolve, reject) => {
+      execFile(cli, ['--cluster', 'create', ...masters.map((m) => `127.0.0.1:${m.port}`),
+        '--cluster-replicas', '0', '--cluster-yes'], { timeout: 30000 }, (err, stdout, stderr) => {
+        if (err) reject(new Error(`${cli} --cluster create failed: ${err.message}\n${stdout}${stderr}`));
+        else resolve(stdout);
+      });
+    });
+    await waitFor('every node reports cluster_state:ok', async () => {
+      for (const m of masters) {
+        const f = parseInfo(await m.admin.call('CLUSTER', 'INFO'));
+        if (f.cluster_state !== 'ok' || f.cluster_known_nodes !== '3' || f.cluster_slots_ok !== '16384') return false;
+      }
+      return true;
+    }, { timeout: 20000, interval: 50, detail: () => out });
+    for (const m of masters) m.id = await m.admin.call('CLUSTER', 'MYID');
+  } catch (err) {
+    await Promise.allSettled(masters.map((m) => m.stop()));
+    throw err;
+  }
+  const cluster = {
+    masters,
+    async refreshSlots() {
+      for (const m of masters) m.slots = [];
+      for (const [start, end, [, port]] of await masters[0].admin.call('CLUSTER', 'SLOTS')) {
+        masters.find((m) => m.port === Number(port)).slots.push([Number(start), Number(end)]);
+      }
+    },
+    async slotOf(key) { return Number(await masters[0].admin.call('CLUSTER', 'KEYSLOT', key)); },
+    async nodeOf(key) {
+      const slot = await cluster.slotOf(key);
+      await cluster.refreshSlots();
+      return masters.find((m) => m.slots.some(([a, b]) => slot >= a && slot <= b));
+    },
+    // A key (with the hash tag `{tag}`) that `master` serves: `{tag}` + suffix.
+    async keyOn(master, name) {
+      await cluster.refreshSlots();
+      for (let i = 0; ; i++) {
+        const tag = `${name}:${process.pid}:${++keySeq}:${i}`;
+        const slot = await cluster.slotOf(`{${tag}}`);
+        if (master.slots.some(([a, b]) => slot >= a && slot <= b)) return tag;
+      }
+    },
+    async stop() { await Promise.allSettled(masters.map((m) => m.stop())); },
+  };
+  await cluster.refreshSlots();
+  return cluster;
+}
+
+function parseInfo(text) {
+  const out = {};
+  for (const line of String(text).split(/\r?\n/)) {
+    const i = line.indexOf(':');
+    if (i > 0) out[line.slice(0, i)] = line.slice(i + 1);
+  }
+  return out;
+}
+
 // The clients the package is tested against. `options` are the client's own.
 const CLIENTS = [
   {
@@ -142,13 +226,49 @@ const CLIENTS = [
   },
 ];
 
+// The cluster clients, each from the addresses of the cluster's masters.
+const CLUSTER_CLIENTS = [
+  {
+    name: 'ioredis Cluster',
+    async connect(ports) {
+      const c = new IORedis.Cluster(ports.map((port) => ({ host: '127.0.0.1', port })), { lazyConnect: true });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    },
+    close(c) { c.disconnect(); },
+  },
+  {
+    name: 'redis@5 createCluster',
+    async connect(ports) {
+      const c = redis5.createCluster({ rootNodes: ports.map((port) => ({ url: `redis://127.0.0.1:${port}` })) });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    },
+    close(c) { if (c.isOpen) c.destroy(); },
+  },
+  {
+    name: 'redis@4 createCluster',
+    async connect(ports) {
+      const c = redis4.createCluster({ rootNodes: ports.map((port) => ({ url: `redis://127.0.0.1:${port}` })) });
+      c.on('error', () => {});
+      await c.connect();
+      return c;
+    },
+    close(c) { c.disconnect().catch(() => {}); },
+  },
+];
+
 // Polls `fn` until it returns something truthy; fails with `what` at the deadline.
-async function waitFor(what, fn, { timeout = 5000, interval = 10 } = {}) {
+async function waitFor(what, fn, { timeout = 5000, interval = 10, detail } = {}) {
   const end = Date.now() + timeout;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${timeout} ms waiting for: ${what}`);
+    if (Date.now() > end) {
+      throw new Error(`timed out after ${timeout} ms waiting for: ${what}${detail ? `\n${detail()}` : ''}`);
+    }
     await delay(interval);
   }
 }
@@ -205,7 +325,7 @@ function stall(ms) {
 }
 
 module.exports = {
-  startServer, CLIENTS, waitFor, calls, fencelockStat, subscribers, info, uniqueKey, stall,
+  startServer, startCluster, CLUSTER_CLIENTS, CLIENTS, waitFor, calls, fencelockStat, subscribers, info, uniqueKey, stall,
   infoFields,
 };
 

@@ -1,7 +1,7 @@
 // Compiled by test/types.test.js (tsc --strict, no emit): the declarations accept what
 // the README shows and refuse misuse (each @ts-expect-error must meet an error).
 import Redis from 'ioredis';
-import { createClient } from 'redis';
+import { createClient, createCluster } from 'redis';
 import {
   Fencelock, Lock, LockLostError, StaleTokenError, LockNotAcquiredError, fenceCallArgs,
 } from 'fencelock';
@@ -9,6 +9,10 @@ import {
 async function main(): Promise<void> {
   const fl = new Fencelock(new Redis(), { ttl: 30000, keyspaceEvents: 'auto' });
   const fl2 = new Fencelock(createClient(), { watchdog: false });
+  const onCluster = new Fencelock(new Redis.Cluster([{ host: '127.0.0.1', port: 7000 }]));
+  const onNodeCluster = new Fencelock(await createCluster({ rootNodes: [{ url: 'redis://127.0.0.1:7000' }] }).connect());
+  await onCluster.close();
+  await onNodeCluster.close();
 
   const lock: Lock = fl.lock('orders:lock', { onLockLost: (err) => console.log(err.reason) });
   const token: number | null = await lock.acquire({ wait: 5000, signal: AbortSignal.timeout(6000) });
