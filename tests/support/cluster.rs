@@ -156,24 +156,66 @@ impl Cluster {
     /// the others on who serves each, and every replica is in sync.
     pub fn await_ok(&self) {
         let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
-        wait_until(Duration::from_secs(60), "the cluster is ok on every node", || {
-            live.iter().all(|&i| {
-                let Ok(text) = text(&mut self.conn(i), &["CLUSTER", "INFO"]) else { return false };
-                text.contains("cluster_state:ok") && text.contains("cluster_slots_ok:16384")
-            })
-        });
-        wait_until(Duration::from_secs(60), "every node agrees on the slots, every replica in sync", || {
-            let views: Vec<Option<Vec<Option<usize>>>> = live
-                .iter()
-                .map(|&i| Some((0..16384).step_by(512).map(|slot| self.owner_seen_by(i, slot as u16)).collect()))
-                .collect();
+        let not_ok = || -> Vec<usize> {
+            live.iter()
+                .copied()
+                .filter(|&i| {
+                    let Ok(text) = text(&mut self.conn(i), &["CLUSTER", "INFO"]) else { return true };
+                    !(text.contains("cluster_state:ok") && text.contains("cluster_slots_ok:16384"))
+                })
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let bad = not_ok();
+            if bad.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                let views: Vec<String> = bad
+                    .iter()
+                    .map(|&i| {
+                        let info = text(&mut self.conn(i), &["CLUSTER", "INFO"]).unwrap_or_default();
+                        let nodes = text(&mut self.conn(i), &["CLUSTER", "NODES"]).unwrap_or_default();
+                        format!("node {i} (port {}):\n{info}\n{nodes}", self.port(i))
+                    })
+                    .collect();
+                panic!("after 60 s the cluster is not ok on nodes {bad:?}:\n{}", views.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Every slot, not a sample: a replica that has not yet heard that its master
+        // gained a slot would leave that slot to a dead node if it took over now, and
+        // `redis-cli --cluster` refuses to work on a cluster whose nodes disagree.
+        wait_until(Duration::from_secs(60), "every node agrees on every slot, every replica in sync", || {
+            let views: Vec<Option<Vec<u16>>> = live.iter().map(|&i| self.slot_map(i)).collect();
             let agree = views.windows(2).all(|w| w[0] == w[1]);
+            let covered = views.first().is_some_and(|v| v.as_ref().is_some_and(|m| m.iter().all(|&port| port != 0)));
             let synced = live.iter().all(|&i| {
                 let r = info(&mut self.conn(i), "replication");
                 r.get("role").map(String::as_str) == Some("master") || r.get("master_link_status").map(String::as_str) == Some("up")
             });
-            agree && synced
+            agree && covered && synced
         });
+    }
+
+    /// Who serves each slot (by port; 0: nobody), as node `i` sees it.
+    pub fn slot_map(&self, i: usize) -> Option<Vec<u16>> {
+        let v: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut self.conn(i)).ok()?;
+        let Value::Array(ranges) = v else { return None };
+        let mut map = vec![0u16; 16384];
+        for range in ranges {
+            let Value::Array(fields) = range else { return None };
+            let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) = (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return None;
+            };
+            let Some(Value::Int(port)) = master.get(1) else { return None };
+            for slot in *lo..=*hi {
+                *map.get_mut(slot as usize)? = *port as u16;
+            }
+        }
+        Some(map)
     }
 
     // ---- moving a slot, one step at a time (what `redis-cli --cluster reshard` does) ----
