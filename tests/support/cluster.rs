@@ -256,6 +256,30 @@ impl Cluster {
         for i in order {
             assert_eq!(text(&mut self.conn(i), &["CLUSTER", "SETSLOT", &slot_s, "NODE", &id]).unwrap(), "OK");
         }
+        self.await_owner(slot, to);
+    }
+
+    /// Waits until every live node credits `slot` to `owner`. Replicas learn of a move by
+    /// gossip, which carries the owner's config epoch, and keep the old owner if its epoch
+    /// is not lower: two moves in quick succession can leave two masters with the same
+    /// epoch (each bumps its own when it imports). The operator's remedy is `CLUSTER
+    /// BUMPEPOCH` on the new owner, which makes its claim the newest; it is applied
+    /// when the news has not spread within a second.
+    pub fn await_owner(&self, slot: u16, owner: usize) {
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
+        let start = std::time::Instant::now();
+        let mut bumped_at = start;
+        loop {
+            if live.iter().all(|&i| self.owner_seen_by(i, slot) == Some(owner)) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "slot {slot} is not credited to node {owner} everywhere after 60 s");
+            if bumped_at.elapsed() >= Duration::from_secs(1) {
+                let _ = text(&mut self.conn(owner), &["CLUSTER", "BUMPEPOCH"]);
+                bumped_at = std::time::Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The whole move of `slot` from `from` to `to`.
