@@ -77,12 +77,18 @@ fn check(ctx: &Context, args: Args) -> Result<RedisValue> {
     let mut args = args::take(args, 2, 0)?;
     let key = args.next_arg()?;
     let token = args::token(&args.next_arg()?)?;
-    let checked = store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?));
+    check_token(ctx, &key, token)?;
+    Ok(RedisValue::Integer(1))
+}
+
+/// Checks `token` against the fence at `key` (recording it as the highest when newer),
+/// counting a refusal for `INFO`: what `FENCE.CHECK` and `FENCE.CALL` both do.
+fn check_token(ctx: &Context, key: &RedisString, token: i64) -> Result<()> {
+    let checked = store::update(ctx, key, |f: &mut Fence, _| Ok(f.check(token)?));
     if let Err(Error::Stale(_)) = checked {
         stats::stale_refused();
     }
-    checked?;
-    Ok(RedisValue::Integer(1))
+    checked
 }
 
 /// What `FENCE.CALL` knows of a command it may run, from `COMMAND INFO` (cached: a
@@ -148,11 +154,7 @@ fn call(ctx: &Context, args: Args) -> Result<RedisValue> {
     let token = args::token(&args.next_arg()?)?;
     let inner = &argv[3..];
     if check_inner(ctx, inner)? {
-        let checked = store::update(ctx, &key, |f: &mut Fence, _| Ok(f.check(token)?));
-        if let Err(Error::Stale(_)) = checked {
-            stats::stale_refused();
-        }
-        checked?;
+        check_token(ctx, &key, token)?;
     }
     match ffi::call_as_caller(ctx, inner) {
         Some(reply) => {

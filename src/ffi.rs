@@ -716,11 +716,8 @@ pub fn command_info(ctx: &Context, name: &[u8]) -> Option<(i64, Vec<String>, boo
         let n = raw::RedisModule_CallReplyLength?(flags_reply);
         let mut flags = Vec::with_capacity(n);
         for i in 0..n {
-            let f = raw::RedisModule_CallReplyArrayElement?(flags_reply, i);
-            let mut len = 0;
-            let p = raw::RedisModule_CallReplyStringPtr?(f, &mut len);
-            if !p.is_null() {
-                flags.push(String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned());
+            if let Some(flag) = reply_text(raw::RedisModule_CallReplyArrayElement?(flags_reply, i)) {
+                flags.push(flag);
             }
         }
         // Element 9 (7.0+): the subcommands.
@@ -740,11 +737,21 @@ pub fn server_config(ctx: &Context, name: &CStr) -> Option<String> {
             return None;
         }
         let reply = CallReply(reply);
-        let value = reply.element(1)?;
-        let mut len = 0;
-        let p = raw::RedisModule_CallReplyStringPtr?(value, &mut len);
-        (!p.is_null()).then(|| String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned())
+        reply_text(reply.element(1)?)
     }
+}
+
+/// The text of a string reply element (lossy UTF-8); None for a null or non-string one.
+///
+/// # Safety
+/// `el` is null or an element of a live reply.
+unsafe fn reply_text(el: *mut raw::RedisModuleCallReply) -> Option<String> {
+    if el.is_null() {
+        return None;
+    }
+    let mut len = 0;
+    let p = raw::RedisModule_CallReplyStringPtr?(el, &mut len);
+    (!p.is_null()).then(|| String::from_utf8_lossy(std::slice::from_raw_parts(p.cast::<u8>(), len)).into_owned())
 }
 
 // ---- Redis Cluster -----------------------------------------------------------------

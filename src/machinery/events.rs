@@ -82,7 +82,7 @@ impl ServerEvents for Events {
         }
         cluster::share_floor(ctx);
         if takeover::just_ended() {
-            waiting::on_flush(None);
+            waiting::note_queues(None);
         }
         let noted = waiting::take_noted();
         if !noted.is_empty() {
@@ -124,7 +124,7 @@ impl ServerEvents for Events {
 
     fn flushing(db: Option<Db>) {
         expiry::clear(db);
-        waiting::on_flush(db);
+        waiting::note_queues(db);
     }
 
     fn swapped_dbs(a: Db, b: Db) {

@@ -17,7 +17,7 @@ use redis_module::key::{RedisKey, RedisKeyWritable};
 use redis_module::{Context, RedisString};
 
 use crate::machinery::kind::{self, Changes, Kind, KindOps};
-use crate::machinery::{clock, cluster, effects, expiry, keyspace, stats, waiting};
+use crate::machinery::{clock, effects, expiry, keyspace, stats, waiting};
 use crate::error::{Error, Result};
 use crate::ffi::{self, Db};
 use crate::logic::{Millis, Token};
@@ -109,8 +109,7 @@ fn keep_for_waiters<K: Kind>(ctx: &Context, handle: &RedisKeyWritable, key: &Red
     if waiting::count(db, key.as_slice()) > 0 {
         if !existed {
             // Not in a slot this cluster node no longer serves (its lock moved away).
-            if !cluster::serves(ctx, key) {
-                waiting::elsewhere(db, key.as_slice());
+            if !waiting::served_here(ctx, db, key) {
                 return Ok(false);
             }
             store_new(handle, vacant::<K>(ctx, key))?;

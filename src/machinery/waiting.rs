@@ -199,14 +199,17 @@ fn serve(ctx: &Context, db: Db, key: &[u8]) {
 /// during the takeover grace (they are all served when it ends), nor where another
 /// cluster node serves the key (it is looked at again later).
 fn may_grant(ctx: &Context, db: Db, key: &RedisString) -> bool {
-    if takeover::holding_back() {
-        return false;
+    !takeover::holding_back() && served_here(ctx, db, key)
+}
+
+/// Whether this node serves `key` (in the selected db, `db`) now (see `cluster`); if
+/// not, the key is put aside and looked at again later.
+pub fn served_here(ctx: &Context, db: Db, key: &RedisString) -> bool {
+    let here = cluster::serves(ctx, key);
+    if !here {
+        with(|w| w.elsewhere.push((db, key.as_slice().into())));
     }
-    if !cluster::serves(ctx, key) {
-        elsewhere(db, key.as_slice());
-        return false;
-    }
-    true
+    here
 }
 
 /// Tries the waiter `id`'s request: `None` while it must wait, else its outcome.
@@ -343,13 +346,9 @@ pub fn on_key_removed(db: Db, key: &[u8]) {
     }
 }
 
-/// `key` (in `db`) is served by another cluster node now: looked at again later.
-pub fn elsewhere(db: Db, key: &[u8]) {
-    with(|w| w.elsewhere.push((db, key.into())));
-}
-
-/// FLUSHDB / FLUSHALL: every key with waiters in the flushed databases.
-pub fn on_flush(db: Option<Db>) {
+/// Notes every key with waiters in `db` (in every database when `None`): FLUSHDB /
+/// FLUSHALL, and the end of the takeover grace.
+pub fn note_queues(db: Option<Db>) {
     with(|w| {
         let flushed: Vec<_> = w
             .queues
