@@ -141,7 +141,7 @@ fn locks_keep_one_holder_while_slots_move_and_masters_fail() {
     for i in 0..c.nodes.len() {
         let mut con = c.conn(i);
         wait_until(Duration::from_secs(5), "no client waits on any node", || {
-            info(&mut con, "fencelock")["fencelock_waiting_clients"] == "0"
+            module_stat(&mut con, "waiting_clients") == 0
         });
     }
     eprintln!("{} events, {grants} grants", events.len());

@@ -15,8 +15,17 @@ fn countkeysinslot(c: &mut redis::Connection, slot: u16) -> i64 {
     redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query(c).unwrap()
 }
 
-fn token_floor(c: &mut redis::Connection) -> i64 {
-    info(c, "fencelock")["fencelock_token_floor"].parse().unwrap()
+/// A cluster of 3 masters (each with `replicas` replicas) whose node 0, a master, runs
+/// an hour ahead; and a key that node 0 serves.
+fn cluster_with_a_master_an_hour_ahead(replicas: usize) -> (Cluster, String) {
+    let c = Cluster::start_with(3, replicas, |i| {
+        let options = if i == 0 { support::faketime::options(&[]) } else { Options::new() };
+        options.keep_dir_on_panic()
+    });
+    support::faketime::step(&c.nodes[0], 3600);
+    assert!(c.is_master(0), "the first node given to redis-cli --cluster create is a master");
+    let key = (0..).map(|n| format!("batch{n}")).find(|k| c.owner_of(k) == 0).unwrap();
+    (c, key)
 }
 
 /// The slot migration that made two holders: a lock held with a client waiting on it,
@@ -38,7 +47,7 @@ fn a_lock_moved_with_its_slot_keeps_its_one_holder_and_its_waiter_follows_it() {
     assert_eq!(c.move_keys(slot, src, dst), 1);
     // The source no longer has the key, and does not revive it for its waiter.
     wait_until(Duration::from_secs(5), "the source settled the migrated key", || {
-        info(&mut s, "fencelock")["fencelock_keys_with_waiters"] == "1"
+        module_stat(&mut s, "keys_with_waiters") == 1
     });
     assert_eq!(countkeysinslot(&mut s, slot), 0, "no key left on the source");
     c.end_migration(slot, src, dst);
@@ -48,7 +57,7 @@ fn a_lock_moved_with_its_slot_keeps_its_one_holder_and_its_waiter_follows_it() {
     assert_eq!(e, &format!("MOVED {slot} 127.0.0.1:{}", c.port(dst)), "redirected to the new owner");
     assert_eq!(countkeysinslot(&mut s, slot), 0, "no key left on the source");
     wait_until(Duration::from_secs(5), "no client waits on the source", || {
-        info(&mut s, "fencelock")["fencelock_waiting_clients"] == "0"
+        module_stat(&mut s, "waiting_clients") == 0
     });
 
     let mut d = c.conn(dst);
@@ -82,7 +91,7 @@ fn a_waiter_queued_at_the_importing_node_is_served_when_the_move_completes() {
     assert!(waiter.cmd(&["ASKING"]).unwrap().is_ok());
     waiter.send(&["LOCK.ACQUIRE", key, "waiter", &LONG_TTL.to_string(), "WAIT", "30000"]).unwrap();
     wait_until(Duration::from_secs(5), "the waiter blocks at the importing node", || {
-        info(&mut d, "fencelock")["fencelock_waiting_clients"] == "1"
+        module_stat(&mut d, "waiting_clients") == 1
     });
     // The holder releases through the cluster (-ASK, as its key moved).
     assert_eq!(client.call(&["LOCK.RELEASE", key, "holder"]).unwrap(), redis::Value::Int(1));
@@ -96,15 +105,8 @@ fn a_waiter_queued_at_the_importing_node_is_served_when_the_move_completes() {
 /// floor the old owner sends over the cluster bus is what keeps them rising.
 #[test]
 fn tokens_rise_across_a_move_to_a_node_whose_clock_is_an_hour_behind() {
-    // Node 0 runs an hour ahead; it is a master (the first masters come first).
-    let c = Cluster::start_with(3, 0, |i| {
-        let options = if i == 0 { support::faketime::options(&[]) } else { Options::new() };
-        options.config(&[]).keep_dir_on_panic()
-    });
-    support::faketime::step(&c.nodes[0], 3600);
+    let (c, key) = cluster_with_a_master_an_hour_ahead(0);
     let ahead = 0;
-    assert!(c.is_master(ahead));
-    let key = (0..).map(|n| format!("batch{n}")).find(|k| c.owner_of(k) == ahead).unwrap();
     let slot = slot_of(&key);
     let behind = c.masters().into_iter().find(|&m| m != ahead).unwrap();
 
@@ -115,7 +117,7 @@ fn tokens_rise_across_a_move_to_a_node_whose_clock_is_an_hour_behind() {
     let behind_clock_part = (server_time_ms(&mut b) - 1_735_689_600_000) << 12;
     assert!(t1 > behind_clock_part + (3000 << 12), "the token came from the clock an hour ahead");
     // The floor reaches the other nodes within milliseconds; a migration takes longer.
-    wait_until(Duration::from_secs(5), "the old owner's floor reached the new one", || token_floor(&mut b) >= t1);
+    wait_until(Duration::from_secs(5), "the old owner's floor reached the new one", || module_stat(&mut b, "token_floor") >= t1);
     c.migrate_slot(slot, ahead, behind);
     let t2 = acquire(&mut b, &key, "two", LONG_TTL).unwrap();
     assert!(t2 > t1, "the token went back across the move: {t2} after {t1}");
@@ -195,7 +197,7 @@ fn a_replica_promoted_by_a_cluster_failover_begins_the_takeover_grace() {
     let old = c.owner_of(key);
     let new = c.replica_of(old).expect("the owner has a replica");
     let mut n = c.conn(new);
-    let left = |c: &mut redis::Connection| info(c, "fencelock")["fencelock_takeover_grace_left_ms"].parse::<i64>().unwrap();
+    let left = |c: &mut redis::Connection| module_stat(c, "takeover_grace_left_ms");
     let before = left(&mut n);
     assert!(before > 0, "the grace of the start holds on every node");
     ok(&mut n, &["CLUSTER", "FAILOVER"]);
@@ -209,15 +211,9 @@ fn a_replica_promoted_by_a_cluster_failover_begins_the_takeover_grace() {
 /// master's, for a lock it last saw released (no key left to carry the token).
 #[test]
 fn tokens_rise_across_a_failover_to_a_replica_whose_clock_is_an_hour_behind() {
-    let mut c = Cluster::start_with(3, 1, |i| {
-        let options = if i == 0 { support::faketime::options(&[]) } else { Options::new() };
-        options.config(&[]).keep_dir_on_panic()
-    });
-    support::faketime::step(&c.nodes[0], 3600);
+    let (mut c, key) = cluster_with_a_master_an_hour_ahead(1);
     let ahead = 0;
-    assert!(c.is_master(ahead));
     let replica = c.replica_of(ahead).expect("node 0 has a replica");
-    let key = (0..).map(|n| format!("batch{n}")).find(|k| c.owner_of(k) == ahead).unwrap();
     let mut a = c.conn(ahead);
     let t1 = acquire(&mut a, &key, "one", LONG_TTL).unwrap();
     assert_eq!(release(&mut a, &key, "one"), 1);

@@ -92,7 +92,7 @@ fn during_the_grace_only_waiting_acquires_get_in_and_only_when_it_ends() {
 
     let mut r = replica.conn();
     promote(&mut r);
-    let left = |r: &mut redis::Connection| info(r, "fencelock")["fencelock_takeover_grace_left_ms"].parse::<i64>().unwrap();
+    let left = |r: &mut redis::Connection| module_stat(r, "takeover_grace_left_ms");
     assert!(left(&mut r) > 0, "the grace began at the promotion");
     let mut waiter = Waiter::lock(&replica, "free", "waiter", LONG_TTL, 30_000);
     await_lock_waiters(&mut r, "free", 1);
@@ -114,13 +114,13 @@ fn during_the_grace_only_waiting_acquires_get_in_and_only_when_it_ends() {
 fn a_start_from_data_that_may_miss_grants_has_the_grace_and_one_fsynced_always_has_not() {
     let mut lossy = Server::start(&["fencelock.takeover-grace 60000", "appendonly yes", "appendfsync everysec"]);
     let mut c = lossy.conn();
-    assert!(info(&mut c, "fencelock")["fencelock_takeover_grace_left_ms"].parse::<i64>().unwrap() > 0);
+    assert!(module_stat(&mut c, "takeover_grace_left_ms") > 0);
     assert_eq!(acquire(&mut c, "k", "a", LONG_TTL), None, "no grant during the grace");
     lossy.stop();
 
     let mut safe = Server::start(&["fencelock.takeover-grace 60000", "appendonly yes", "appendfsync always"]);
     let mut c = safe.conn();
-    assert_eq!(info(&mut c, "fencelock")["fencelock_takeover_grace_left_ms"], "0");
+    assert_eq!(module_stat(&mut c, "takeover_grace_left_ms"), 0);
     assert!(acquire(&mut c, "k", "a", LONG_TTL).is_some(), "nothing acknowledged can be lost: no grace");
     safe.stop();
 }

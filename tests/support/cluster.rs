@@ -130,20 +130,8 @@ impl Cluster {
 
     /// The node that serves `slot`, as node `seen_by` sees it.
     pub fn owner_seen_by(&self, seen_by: usize, slot: u16) -> Option<usize> {
-        let v: Value = redis::cmd("CLUSTER").arg("SLOTS").query(&mut self.conn(seen_by)).ok()?;
-        let Value::Array(ranges) = v else { return None };
-        for range in ranges {
-            let Value::Array(fields) = range else { continue };
-            let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) = (fields.first(), fields.get(1), fields.get(2))
-            else {
-                continue;
-            };
-            if (*lo..=*hi).contains(&(slot as i64)) {
-                let Some(Value::Int(port)) = master.get(1) else { return None };
-                return Some(self.index_of_port(*port as u16));
-            }
-        }
-        None
+        let port = *self.slot_map(seen_by)?.get(slot as usize)?;
+        (port != 0).then(|| self.index_of_port(port))
     }
 
     /// The master that serves `key`'s slot, as the first live master sees it.

@@ -312,6 +312,13 @@ pub fn info(con: &mut redis::Connection, section: &str) -> HashMap<String, Strin
     parse_info(&text)
 }
 
+/// Field `fencelock_<field>` of `INFO fencelock`, as a number.
+#[track_caller]
+pub fn module_stat(c: &mut redis::Connection, field: &str) -> i64 {
+    let i = info(c, "fencelock");
+    i.get(&format!("fencelock_{field}")).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("INFO fencelock has no {field}"))
+}
+
 /// `blocked_clients` of `INFO clients`.
 #[track_caller]
 pub fn blocked_clients(c: &mut redis::Connection) -> i64 {
