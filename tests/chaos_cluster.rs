@@ -113,8 +113,8 @@ fn locks_keep_one_holder_while_slots_move_and_masters_fail() {
         // A coordinated failover of the master of job0.
         let old = c.owner_of(&key(0));
         let replica = c.replica_of(old).expect("a replica");
-        ok(&mut c.conn(replica), &["CLUSTER", "FAILOVER"]);
-        wait_until(Duration::from_secs(30), "the manual failover", || c.is_master(replica) && !c.is_master(old));
+        c.failover(replica);
+        wait_until(Duration::from_secs(30), "the old master steps down", || !c.is_master(old));
         c.await_ok();
         load(per_step);
         // A master killed; its replica takes over; it comes back as a replica.

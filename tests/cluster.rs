@@ -137,7 +137,7 @@ fn after_a_failover_the_holder_keeps_its_lock_and_blocked_waiters_are_told() {
     let mut waiter = Waiter::lock(&c.nodes[old], key, "waiter", LONG_TTL, 30_000);
     await_lock_waiters(&mut o, key, 1);
 
-    ok(&mut c.conn(new), &["CLUSTER", "FAILOVER"]);
+    c.failover(new);
     let reply = waiter.reply();
     let Reply::Err(e) = &reply else { panic!("the blocked waiter got {reply:?}") };
     assert!(e.starts_with("UNBLOCKED") || e.starts_with("MOVED"), "told to go elsewhere: {e}");
@@ -200,8 +200,7 @@ fn a_replica_promoted_by_a_cluster_failover_begins_the_takeover_grace() {
     let left = |c: &mut redis::Connection| module_stat(c, "takeover_grace_left_ms");
     let before = left(&mut n);
     assert!(before > 0, "the grace of the start holds on every node");
-    ok(&mut n, &["CLUSTER", "FAILOVER"]);
-    wait_until(Duration::from_secs(30), "the replica is promoted", || c.is_master(new));
+    c.failover(new);
     assert!(left(&mut n) > before, "the promotion began the grace again");
     assert_eq!(acquire(&mut n, key, "someone", LONG_TTL), None, "and nothing is granted during it");
 }

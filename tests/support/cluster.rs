@@ -185,6 +185,39 @@ impl Cluster {
             });
             agree && covered && synced
         });
+        // And on who replicates whom: a master ignores `CLUSTER FAILOVER`'s request from a
+        // replica it has not yet heard of by gossip, and the manual failover times out.
+        wait_until(Duration::from_secs(60), "every node agrees on every live node's role", || {
+            live.iter().all(|&i| {
+                let Some(seen) = self.roles_seen_by(i) else { return false };
+                live.iter().all(|&j| {
+                    let own = self.roles_seen_by(j).and_then(|own| own.get(&self.port(j)).copied());
+                    own.is_some() && seen.get(&self.port(j)).copied() == own
+                })
+            })
+        });
+    }
+
+    /// Each node's role as node `i` sees it, by port: `None` for a master, else the port
+    /// of the master it replicates.
+    fn roles_seen_by(&self, i: usize) -> Option<HashMap<u16, Option<u16>>> {
+        let nodes = text(&mut self.conn(i), &["CLUSTER", "NODES"]).ok()?;
+        let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).filter(|f: &Vec<&str>| f.len() >= 4).collect();
+        let port_of = |field: &str| -> Option<u16> { field.split(['@', ',']).next()?.rsplit(':').next()?.parse().ok() };
+        let port_by_id: HashMap<&str, u16> = lines.iter().filter_map(|f| Some((f[0], port_of(f[1])?))).collect();
+        lines
+            .iter()
+            .map(|f| {
+                let master = if f[2].split(',').any(|flag| flag == "slave") { Some(*port_by_id.get(f[3])?) } else { None };
+                Some((port_of(f[1])?, master))
+            })
+            .collect()
+    }
+
+    /// `CLUSTER FAILOVER` on `replica`, awaited until it serves as master.
+    pub fn failover(&self, replica: usize) {
+        assert_eq!(text(&mut self.conn(replica), &["CLUSTER", "FAILOVER"]).unwrap(), "OK");
+        wait_until(Duration::from_secs(30), "the replica is promoted by the manual failover", || self.is_master(replica));
     }
 
     /// Who serves each slot (by port; 0: nobody), as node `i` sees it.
