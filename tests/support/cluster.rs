@@ -270,6 +270,12 @@ impl Cluster {
 
     /// `CLUSTER SETSLOT slot NODE to` on `to`, `from`, then every other master.
     pub fn end_migration(&self, slot: u16, from: usize, to: usize) {
+        // The importer takes a new config epoch on `SETSLOT NODE` only if its own is not
+        // already the newest it knows of. One that has not yet heard of a newer epoch
+        // (the previous move's, on a loaded machine) claims the slot with a stale epoch:
+        // the others keep crediting the old owner and tell the importer so, and it can
+        // lose the slot in its own view too. So every node must know the newest first.
+        self.await_epoch_agreement();
         let id = self.id(to);
         let slot_s = slot.to_string();
         let mut order = vec![to, from];
@@ -278,6 +284,22 @@ impl Cluster {
             assert_eq!(text(&mut self.conn(i), &["CLUSTER", "SETSLOT", &slot_s, "NODE", &id]).unwrap(), "OK");
         }
         self.await_owner(slot, to);
+    }
+
+    /// Waits until every live node knows of the same newest epoch.
+    pub fn await_epoch_agreement(&self) {
+        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
+        wait_until(Duration::from_secs(60), "every node knows of the newest epoch", || {
+            let known: Vec<Option<u64>> = live.iter().map(|&i| self.epochs(i).map(|(current, _)| current)).collect();
+            known.windows(2).all(|w| w[0] == w[1]) && known[0].is_some()
+        });
+    }
+
+    /// Node `i`'s `(cluster_current_epoch, cluster_my_epoch)`.
+    fn epochs(&self, i: usize) -> Option<(u64, u64)> {
+        let info = text(&mut self.conn(i), &["CLUSTER", "INFO"]).ok()?;
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok());
+        Some((field("cluster_current_epoch")?, field("cluster_my_epoch")?))
     }
 
     /// Waits until every live node credits `slot` to `owner`. Replicas learn of a move by
@@ -294,7 +316,13 @@ impl Cluster {
             if live.iter().all(|&i| self.owner_seen_by(i, slot) == Some(owner)) {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(60), "slot {slot} is not credited to node {owner} everywhere after 60 s");
+            if start.elapsed() >= Duration::from_secs(60) {
+                let views: Vec<String> = live
+                    .iter()
+                    .map(|&i| format!("node {i}: owner {:?}, (current, own) epoch {:?}", self.owner_seen_by(i, slot), self.epochs(i)))
+                    .collect();
+                panic!("slot {slot} is not credited to node {owner} everywhere after 60 s:\n{}", views.join("\n"));
+            }
             if bumped_at.elapsed() >= Duration::from_secs(1) {
                 let _ = text(&mut self.conn(owner), &["CLUSTER", "BUMPEPOCH"]);
                 bumped_at = std::time::Instant::now();
@@ -313,6 +341,8 @@ impl Cluster {
     /// `redis-cli --cluster reshard`: moves `slots` slots (the tool picks them) from
     /// `from` to `to`, with their keys.
     pub fn reshard(&self, from: usize, to: usize, slots: usize) {
+        // The tool's first `SETSLOT NODE` has the race `end_migration` explains.
+        self.await_epoch_agreement();
         let out = Command::new(cli_bin())
             .args(["--cluster", "reshard", &format!("127.0.0.1:{}", self.port(from))])
             .args(["--cluster-from", &self.id(from), "--cluster-to", &self.id(to)])
