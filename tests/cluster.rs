@@ -37,7 +37,7 @@ fn a_lock_moved_with_its_slot_keeps_its_one_holder_and_its_waiter_follows_it() {
     let key = "orders";
     let slot = slot_of(key);
     let src = c.owner_of(key);
-    let dst = c.masters().into_iter().find(|&m| m != src).unwrap();
+    let dst = c.another_master(src);
     let mut s = c.conn(src);
     let held = acquire(&mut s, key, "holder", LONG_TTL).unwrap();
     let mut waiter = Waiter::lock(&c.nodes[src], key, "waiter", LONG_TTL, 30_000);
@@ -80,7 +80,7 @@ fn a_waiter_queued_at_the_importing_node_is_served_when_the_move_completes() {
     let key = "invoices";
     let slot = slot_of(key);
     let src = c.owner_of(key);
-    let dst = c.masters().into_iter().find(|&m| m != src).unwrap();
+    let dst = c.another_master(src);
     let held = acquire(&mut c.conn(src), key, "holder", LONG_TTL).unwrap();
     c.begin_migration(slot, src, dst);
     c.move_keys(slot, src, dst);
@@ -108,7 +108,7 @@ fn tokens_rise_across_a_move_to_a_node_whose_clock_is_an_hour_behind() {
     let (c, key) = cluster_with_a_master_an_hour_ahead(0);
     let ahead = 0;
     let slot = slot_of(&key);
-    let behind = c.masters().into_iter().find(|&m| m != ahead).unwrap();
+    let behind = c.another_master(ahead);
 
     let mut a = c.conn(ahead);
     let t1 = acquire(&mut a, &key, "one", LONG_TTL).unwrap();
@@ -162,7 +162,7 @@ fn fence_call_is_redirected_like_any_command_and_writes_once_at_the_owner() {
     let (fence, data) = ("{acct}:fence", "{acct}");
     let slot = slot_of(fence);
     let src = c.owner_of(fence);
-    let dst = c.masters().into_iter().find(|&m| m != src).unwrap();
+    let dst = c.another_master(src);
     let mut client = c.client();
     let token = match client.call(&["FENCE.NEXT", fence]).unwrap() {
         redis::Value::Int(t) => t,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use redis::{ErrorKind, RedisError, RedisResult, Value};
 
-use super::cmd::{info, wait_until};
+use super::cmd::{info, parse_info, wait_until};
 use super::server::{redis_server_bin, Options, Server};
 
 /// Every node's own config: a short node timeout, so a killed master is failed over
@@ -115,17 +115,25 @@ impl Cluster {
         info(&mut self.conn(i), "replication").get("role").map(String::as_str) == Some("master")
     }
 
+    /// The nodes whose server runs (not killed by a test).
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect()
+    }
+
     /// The live masters.
     pub fn masters(&self) -> Vec<usize> {
-        (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive() && self.is_master(i)).collect()
+        self.live().into_iter().filter(|&i| self.is_master(i)).collect()
+    }
+
+    /// A live master other than `m`.
+    pub fn another_master(&self, m: usize) -> usize {
+        self.masters().into_iter().find(|&o| o != m).unwrap_or_else(|| panic!("no master but node {m}"))
     }
 
     /// A replica of master `m`.
     pub fn replica_of(&self, m: usize) -> Option<usize> {
         let port = self.port(m).to_string();
-        (0..self.nodes.len()).find(|&i| {
-            i != m && self.nodes[i].is_alive() && info(&mut self.conn(i), "replication").get("master_port") == Some(&port)
-        })
+        self.live().into_iter().find(|&i| i != m && info(&mut self.conn(i), "replication").get("master_port") == Some(&port))
     }
 
     /// The node that serves `slot`, as node `seen_by` sees it.
@@ -143,13 +151,14 @@ impl Cluster {
     /// Waits until every live node says the cluster is ok, serves every slot, agrees with
     /// the others on who serves each, and every replica is in sync.
     pub fn await_ok(&self) {
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
+        let live = self.live();
         let not_ok = || -> Vec<usize> {
             live.iter()
                 .copied()
                 .filter(|&i| {
-                    let Ok(text) = text(&mut self.conn(i), &["CLUSTER", "INFO"]) else { return true };
-                    !(text.contains("cluster_state:ok") && text.contains("cluster_slots_ok:16384"))
+                    let Some(info) = self.cluster_info(i) else { return true };
+                    !(info.get("cluster_state").map(String::as_str) == Some("ok")
+                        && info.get("cluster_slots_ok").map(String::as_str) == Some("16384"))
                 })
                 .collect()
         };
@@ -188,12 +197,10 @@ impl Cluster {
         // And on who replicates whom: a master ignores `CLUSTER FAILOVER`'s request from a
         // replica it has not yet heard of by gossip, and the manual failover times out.
         wait_until(Duration::from_secs(60), "every node agrees on every live node's role", || {
-            live.iter().all(|&i| {
-                let Some(seen) = self.roles_seen_by(i) else { return false };
-                live.iter().all(|&j| {
-                    let own = self.roles_seen_by(j).and_then(|own| own.get(&self.port(j)).copied());
-                    own.is_some() && seen.get(&self.port(j)).copied() == own
-                })
+            let Some(views) = live.iter().map(|&i| self.roles_seen_by(i)).collect::<Option<Vec<_>>>() else { return false };
+            live.iter().zip(&views).all(|(&j, own_view)| {
+                let own = own_view.get(&self.port(j));
+                own.is_some() && views.iter().all(|seen| seen.get(&self.port(j)) == own)
             })
         });
     }
@@ -288,7 +295,7 @@ impl Cluster {
 
     /// Waits until every live node knows of the same newest epoch.
     pub fn await_epoch_agreement(&self) {
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
+        let live = self.live();
         wait_until(Duration::from_secs(60), "every node knows of the newest epoch", || {
             let known: Vec<Option<u64>> = live.iter().map(|&i| self.epochs(i).map(|(current, _)| current)).collect();
             known.windows(2).all(|w| w[0] == w[1]) && known[0].is_some()
@@ -297,9 +304,14 @@ impl Cluster {
 
     /// Node `i`'s `(cluster_current_epoch, cluster_my_epoch)`.
     fn epochs(&self, i: usize) -> Option<(u64, u64)> {
-        let info = text(&mut self.conn(i), &["CLUSTER", "INFO"]).ok()?;
-        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok());
+        let info = self.cluster_info(i)?;
+        let field = |name: &str| info.get(name)?.parse().ok();
         Some((field("cluster_current_epoch")?, field("cluster_my_epoch")?))
+    }
+
+    /// Node `i`'s `CLUSTER INFO` fields; None when it does not answer.
+    fn cluster_info(&self, i: usize) -> Option<HashMap<String, String>> {
+        Some(parse_info(&text(&mut self.conn(i), &["CLUSTER", "INFO"]).ok()?))
     }
 
     /// Waits until every live node credits `slot` to `owner`. Replicas learn of a move by
@@ -309,7 +321,7 @@ impl Cluster {
     /// BUMPEPOCH` on the new owner, which makes its claim the newest; it is applied
     /// when the news has not spread within a second.
     pub fn await_owner(&self, slot: u16, owner: usize) {
-        let live: Vec<usize> = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).collect();
+        let live = self.live();
         let start = std::time::Instant::now();
         let mut bumped_at = start;
         loop {
@@ -359,7 +371,7 @@ impl Cluster {
 
     /// A client of this cluster.
     pub fn client(&self) -> Client {
-        let seeds = (0..self.nodes.len()).filter(|&i| self.nodes[i].is_alive()).map(|i| self.port(i)).collect();
+        let seeds = self.live().into_iter().map(|i| self.port(i)).collect();
         Client { seeds, slots: HashMap::new(), conns: HashMap::new(), read_timeout: Duration::from_secs(30) }
     }
 }
